@@ -1,0 +1,110 @@
+package event
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+type prBranch struct {
+	Ref   string      `json:"ref"`
+	Label string      `json:"label"`
+	SHA   string      `json:"sha"`
+	Repo  *repository `json:"repo"`
+}
+
+type pullRequestPayload struct {
+	envelope
+	Number      int `json:"number"`
+	PullRequest *struct {
+		Number   int      `json:"number"`
+		Title    string   `json:"title"`
+		State    string   `json:"state"`
+		Merged   bool     `json:"merged"`
+		HTMLURL  string   `json:"html_url"`
+		User     *user    `json:"user"`
+		MergedBy *user    `json:"merged_by"`
+		Base     prBranch `json:"base"`
+		Head     prBranch `json:"head"`
+	} `json:"pull_request"`
+}
+
+func summarizePullRequest(body []byte) (Summary, error) {
+	var p pullRequestPayload
+	if err := json.Unmarshal(body, &p); err != nil {
+		return Summary{}, err
+	}
+	s := Summary{
+		Action: p.action(),
+		Repo:   p.Repository.fullName(),
+		Actor:  p.Sender.login(),
+	}
+	pr := p.PullRequest
+	if pr == nil {
+		return s, nil
+	}
+	base := strings.TrimSpace(pr.Base.Ref)
+	state := strings.TrimSpace(pr.State)
+	merged := pr.Merged && state == "closed"
+
+	s.Ref = base
+	s.Branches = branches(base)
+	s.Status = state
+	if merged {
+		s.Conclusion = "merged"
+	}
+	s.URL = strings.TrimSpace(pr.HTMLURL)
+
+	var outcome Outcome
+	actor := s.Actor
+	switch s.Action {
+	case "opened":
+		outcome, actor = Opened, firstNonEmpty(pr.User.login(), actor)
+	case "reopened":
+		outcome, actor = Reopened, firstNonEmpty(pr.User.login(), actor)
+	case "ready_for_review":
+		outcome, actor = ReadyForReview, firstNonEmpty(pr.User.login(), actor)
+	case "synchronize":
+		outcome = Synchronized
+	case "closed":
+		if pr.Merged {
+			outcome, actor = Merged, firstNonEmpty(pr.MergedBy.login(), actor)
+		} else {
+			outcome = Closed
+		}
+	default:
+		return s, nil
+	}
+	number := pr.Number
+	if number == 0 {
+		number = p.Number
+	}
+	// Branch stays empty: Base and Head say it, as "base ← head".
+	s.Note = &Notification{
+		Kind:    "pull_request",
+		Outcome: outcome,
+		Title:   strings.TrimSpace(pr.Title),
+		Repo:    s.Repo,
+		Actor:   actor,
+		SHA:     strings.TrimSpace(pr.Head.SHA),
+		URL:     s.URL,
+		Number:  number,
+		Base:    base,
+		Head:    headName(pr.Head, pr.Base.Repo.fullName(), s.Repo),
+	}
+	return s, nil
+}
+
+// headName is the head branch as a reader of the base repository knows it:
+// a bare branch name when it lives there, owner:branch when it comes from a
+// fork (where a bare name would point at the wrong, or no, branch). A head
+// repo of null is a deleted fork.
+func headName(head prBranch, baseRepo, repo string) string {
+	ref := strings.TrimSpace(head.Ref)
+	label := strings.TrimSpace(head.Label)
+	base := firstNonEmpty(baseRepo, repo)
+	sameRepo := head.Repo != nil && (base == "" || strings.EqualFold(head.Repo.fullName(), base))
+	if sameRepo || label == "" {
+		return ref
+	}
+	return label
+}
