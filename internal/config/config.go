@@ -1,0 +1,352 @@
+// Package config turns the environment (DESIGN.md's table) into one
+// validated Config. Every bad value is an error naming its variable, and no
+// error ever quotes a secret.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bmatcuk/doublestar/v4"
+)
+
+// Secret is a string that never prints: not in logs, errors or JSON.
+type Secret string
+
+func (Secret) String() string               { return "[redacted]" }
+func (Secret) GoString() string             { return "[redacted]" }
+func (Secret) LogValue() slog.Value         { return slog.StringValue("[redacted]") }
+func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// Reveal returns the secret itself, for the one place that uses it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Config is the whole service configuration.
+type Config struct {
+	Enabled bool
+	// Secrets verify signatures: the current secret first, then the
+	// previous one while a rotation is under way.
+	Secrets []Secret
+
+	SlackWebhookURL  Secret // empty: log-only mode
+	SlackMaxAttempts int
+	SlackRetryBase   time.Duration
+	SlackRate        float64 // messages per second per destination
+	SlackBurst       int
+
+	AllowedRepos     []string // lowercased owner/repo or owner/*; empty: all
+	AllowedBranches  []string // doublestar globs; empty: all
+	IgnoreActors     []string // globs on the actor
+	AllowedWorkflows []string // globs on the workflow path or name; empty: all
+	IgnoredWorkflows []string
+	NotifyPending    bool
+
+	LedgerBackend string // sqlite or file
+	LedgerPath    string
+	DatabaseURL   Secret
+	LedgerLimit   int
+	MaxBodyBytes  int64
+
+	Addr      string
+	LogLevel  slog.Level
+	LogFormat string // json or text
+}
+
+// Backends the ledger can use.
+const (
+	BackendSQLite = "sqlite"
+	BackendFile   = "file"
+)
+
+// Error is a bad setting: which variable, and why.
+type Error struct {
+	Var    string
+	Reason string
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Reason }
+
+// notYet lists variables of DESIGN.md whose features are not built yet.
+// Setting one stops start-up: a setting that silently does nothing would be
+// worse than none.
+var notYet = []string{
+	"SLACK_MENTIONS", "CONFIG_FILE", "SLACK_BOT_TOKEN",
+	"ALLOWED_SOURCE_CIDRS", "TRUSTED_PROXIES",
+}
+
+// Load reads the configuration through getenv (os.Getenv in production).
+func Load(getenv func(string) string) (Config, error) {
+	e := env{get: getenv}
+	c := Config{
+		Enabled:          e.bool("ENABLE_WEBHOOKS", true),
+		SlackMaxAttempts: e.int("SLACK_MAX_ATTEMPTS", 3, 1, 100),
+		SlackRetryBase:   e.duration("SLACK_RETRY_BASE", time.Second),
+		SlackRate:        e.rate("SLACK_RATE", 1),
+		SlackBurst:       5,
+		AllowedRepos:     e.repos("ALLOWED_REPOS"),
+		AllowedBranches:  e.globs("ALLOWED_BRANCHES"),
+		IgnoreActors:     e.globs("IGNORE_ACTORS"),
+		AllowedWorkflows: e.globs("ALLOWED_WORKFLOWS"),
+		IgnoredWorkflows: e.globs("IGNORED_WORKFLOWS"),
+		NotifyPending:    e.bool("NOTIFY_PENDING", false),
+		LedgerLimit:      e.int("LEDGER_LIMIT", 1000, 1, 100_000_000),
+		MaxBodyBytes:     int64(e.int("MAX_BODY_BYTES", 2<<20, 1, 1<<30)),
+		LogLevel:         e.level("LOG_LEVEL"),
+		LogFormat:        e.oneOf("LOG_FORMAT", "json", "json", "text"),
+	}
+	c.SlackWebhookURL = e.slackURL("SLACK_WEBHOOK_URL")
+	c.LedgerBackend = e.oneOf("LEDGER_BACKEND", BackendSQLite, BackendSQLite, BackendFile, "postgres")
+	if c.LedgerBackend == "postgres" {
+		e.fail("LEDGER_BACKEND", "postgres is not available in this version; use sqlite or file")
+	}
+	c.LedgerPath = getenv("LEDGER_PATH")
+	if c.LedgerPath == "" {
+		c.LedgerPath = "data/ledger.db"
+		if c.LedgerBackend == BackendFile {
+			c.LedgerPath = "data/ledger.jsonl"
+		}
+	}
+	c.DatabaseURL = Secret(getenv("DATABASE_URL"))
+	c.Addr = e.addr()
+	if mode := getenv("NOTIFY_MODE"); mode != "" && mode != "all" {
+		e.fail("NOTIFY_MODE", fmt.Sprintf("%q is not available in this version; use all", mode))
+	}
+	if v := getenv("SLACK_API_URL"); v != "" {
+		if u, err := url.Parse(v); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+			e.fail("SLACK_API_URL", "must be an http(s) URL")
+		}
+	}
+	for _, name := range notYet {
+		if getenv(name) != "" {
+			e.fail(name, "is not available in this version; unset it")
+		}
+	}
+	if c.Enabled {
+		c.Secrets = e.secrets()
+	}
+	if e.err != nil {
+		return Config{}, e.err
+	}
+	return c, nil
+}
+
+// env collects the first error so that Load reads top to bottom.
+type env struct {
+	get func(string) string
+	err error
+}
+
+func (e *env) fail(name, reason string) {
+	if e.err == nil {
+		e.err = &Error{Var: name, Reason: reason}
+	}
+}
+
+func (e *env) bool(name string, def bool) bool {
+	v := strings.TrimSpace(e.get(name))
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.fail(name, fmt.Sprintf("%q is not true or false", v))
+	}
+	return b
+}
+
+func (e *env) int(name string, def, lo, hi int) int {
+	v := strings.TrimSpace(e.get(name))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		e.fail(name, fmt.Sprintf("%q is not a whole number from %d to %d", v, lo, hi))
+		return def
+	}
+	return n
+}
+
+func (e *env) duration(name string, def time.Duration) time.Duration {
+	v := strings.TrimSpace(e.get(name))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > time.Hour {
+		e.fail(name, fmt.Sprintf("%q is not a duration between 0 and 1h, such as 1s or 500ms", v))
+		return def
+	}
+	return d
+}
+
+func (e *env) rate(name string, def float64) float64 {
+	v := strings.TrimSpace(e.get(name))
+	if v == "" {
+		return def
+	}
+	r, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(r > 0) || r > 1000 {
+		e.fail(name, fmt.Sprintf("%q is not a number of messages per second above 0 and at most 1000", v))
+		return def
+	}
+	return r
+}
+
+func (e *env) oneOf(name, def string, allowed ...string) string {
+	v := strings.ToLower(strings.TrimSpace(e.get(name)))
+	if v == "" {
+		return def
+	}
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	e.fail(name, fmt.Sprintf("%q is not one of %s", v, strings.Join(allowed, ", ")))
+	return def
+}
+
+func (e *env) level(name string) slog.Level {
+	v := strings.TrimSpace(e.get(name))
+	if v == "" {
+		return slog.LevelInfo
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		e.fail(name, fmt.Sprintf("%q is not debug, info, warn or error", v))
+	}
+	return l
+}
+
+// list splits a comma-separated value, trimming blanks and dropping empty
+// items (a trailing comma is harmless).
+func list(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+func (e *env) globs(name string) []string {
+	items := list(e.get(name))
+	for _, g := range items {
+		if !doublestar.ValidatePattern(g) {
+			e.fail(name, fmt.Sprintf("%q is not a valid glob", g))
+		}
+	}
+	return items
+}
+
+func (e *env) repos(name string) []string {
+	items := list(e.get(name))
+	for i, r := range items {
+		owner, repo, ok := strings.Cut(r, "/")
+		if !ok || !validName(owner) || (repo != "*" && !validName(repo)) {
+			e.fail(name, fmt.Sprintf("%q is not owner/repo or owner/*", r))
+		}
+		items[i] = strings.ToLower(r)
+	}
+	return items
+}
+
+// validName accepts GitHub owner and repository names.
+func validName(s string) bool {
+	if s == "" || len(s) > 100 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// slackURL accepts https, or plain http to a loopback host (tests, local
+// relays). The value is never quoted back: it is a secret.
+func (e *env) slackURL(name string) Secret {
+	v := strings.TrimSpace(e.get(name))
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	switch {
+	case err != nil || u.Host == "":
+		e.fail(name, "is not a URL (value not shown: it is a secret)")
+	case u.Scheme == "https":
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	default:
+		e.fail(name, "must be an https URL; plain http is accepted only for a loopback host (value not shown: it is a secret)")
+	}
+	return Secret(v)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (e *env) addr() string {
+	if a := strings.TrimSpace(e.get("ADDR")); a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			e.fail("ADDR", fmt.Sprintf("%q is not host:port (such as :8080)", a))
+		}
+		return a
+	}
+	port := e.int("PORT", 8080, 1, 65535)
+	return ":" + strconv.Itoa(port)
+}
+
+// secrets reads the current and previous webhook secrets. Missing or empty
+// while enabled is an error: the service never accepts unsigned deliveries.
+func (e *env) secrets() []Secret {
+	inline, file := e.get("GITHUB_WEBHOOK_SECRET"), e.get("GITHUB_WEBHOOK_SECRET_FILE")
+	var current string
+	switch {
+	case inline != "" && file != "":
+		e.fail("GITHUB_WEBHOOK_SECRET", "set it or GITHUB_WEBHOOK_SECRET_FILE, not both")
+		return nil
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			e.fail("GITHUB_WEBHOOK_SECRET_FILE", fmt.Sprintf("cannot read %s: %v", file, err))
+			return nil
+		}
+		// Files written by hand usually end in a newline; GitHub's secret
+		// field never does.
+		current = strings.TrimRight(string(b), "\r\n")
+		if current == "" {
+			e.fail("GITHUB_WEBHOOK_SECRET_FILE", file+" is empty; the webhook secret is required")
+			return nil
+		}
+	default:
+		current = inline
+	}
+	if strings.TrimSpace(current) == "" {
+		e.fail("GITHUB_WEBHOOK_SECRET", "is required (or GITHUB_WEBHOOK_SECRET_FILE) while ENABLE_WEBHOOKS is true; refusing to accept unsigned deliveries")
+		return nil
+	}
+	out := []Secret{Secret(current)}
+	if prev := e.get("GITHUB_WEBHOOK_SECRET_PREVIOUS"); prev != "" {
+		out = append(out, Secret(prev))
+	}
+	return out
+}
