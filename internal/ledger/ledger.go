@@ -97,9 +97,12 @@ type Stats struct {
 // use; this interface is for opening a backend and for the conformance suite.
 type Store interface {
 	// Record inserts d unless its GUID is present, atomically under any
-	// concurrency. It sets d.Seq, and d.State to Ignored on KeyTaken. After
-	// the write, finished rows beyond the store's limit are pruned, oldest
-	// first.
+	// concurrency. It sets d.Seq (never reused, even after pruning), and on
+	// KeyTaken sets d.State to Ignored and clears d.Key: only the holder
+	// holds a key, so it is free again once the holder is pruned. After the
+	// write, the oldest finished rows (by Seq) are pruned while there are
+	// more rows than the store's limit; the row just written is never one
+	// of them, so a redelivery of it is still a Duplicate.
 	Record(ctx context.Context, d *Delivery) (Result, error)
 	// Due returns up to limit Pending rows with a Seq greater than after
 	// whose NextAttemptAt is not after now, in order of arrival. The cursor

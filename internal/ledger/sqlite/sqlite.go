@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
   next_attempt_at INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS deliveries_seq ON deliveries(seq);
+-- The last Seq handed out. MAX(seq)+1 would hand a pruned row's Seq out
+-- again, and the worker's cursor would skip the new row.
+CREATE TABLE IF NOT EXISTS ledger_seq (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, seq);
 CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries(subject, seq) WHERE subject IS NOT NULL;
 `
@@ -122,7 +125,9 @@ func (s *Store) Record(ctx context.Context, d *ledger.Delivery) (ledger.Result, 
 			return 0, fmt.Errorf("sqlite ledger: look up key: %w", err)
 		}
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries`).Scan(&d.Seq); err != nil {
+	err = tx.QueryRowContext(ctx, `INSERT INTO ledger_seq (id, seq) VALUES (1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries))
+		ON CONFLICT (id) DO UPDATE SET seq = seq + 1 RETURNING seq`).Scan(&d.Seq)
+	if err != nil {
 		return 0, fmt.Errorf("sqlite ledger: next seq: %w", err)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO deliveries
@@ -136,7 +141,7 @@ func (s *Store) Record(ctx context.Context, d *ledger.Delivery) (ledger.Result, 
 	if err != nil {
 		return 0, fmt.Errorf("sqlite ledger: insert %s: %w", d.GUID, err)
 	}
-	if err := s.prune(ctx, tx); err != nil {
+	if err := s.prune(ctx, tx, d.GUID); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -146,8 +151,9 @@ func (s *Store) Record(ctx context.Context, d *ledger.Delivery) (ledger.Result, 
 }
 
 // prune deletes the oldest finished rows while the ledger holds more than
-// its limit. Rows still owed to Slack are never deleted.
-func (s *Store) prune(ctx context.Context, tx *sql.Tx) error {
+// its limit. Rows still owed to Slack are never deleted, nor is keep (the
+// row just recorded).
+func (s *Store) prune(ctx context.Context, tx *sql.Tx, keep string) error {
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM deliveries`).Scan(&n); err != nil {
 		return fmt.Errorf("sqlite ledger: count: %w", err)
@@ -156,7 +162,7 @@ func (s *Store) prune(ctx context.Context, tx *sql.Tx) error {
 		return nil
 	}
 	_, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE guid IN (
-		SELECT guid FROM deliveries WHERE state != 'pending' ORDER BY seq LIMIT ?)`, n-s.limit)
+		SELECT guid FROM deliveries WHERE state != 'pending' AND guid != ? ORDER BY seq LIMIT ?)`, keep, n-s.limit)
 	if err != nil {
 		return fmt.Errorf("sqlite ledger: prune: %w", err)
 	}
@@ -263,7 +269,7 @@ func (s *Store) update(ctx context.Context, guid string, prune bool, q string, a
 		return fmt.Errorf("%w: %s", ledger.ErrNotPending, guid)
 	}
 	if prune {
-		if err := s.prune(ctx, tx); err != nil {
+		if err := s.prune(ctx, tx, ""); err != nil {
 			return err
 		}
 	}

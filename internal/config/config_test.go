@@ -1,0 +1,200 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load(envOf("GITHUB_WEBHOOK_SECRET", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Enabled: true, Secrets: []Secret{"x"}, SlackMaxAttempts: 3, SlackRetryBase: time.Second,
+		SlackRate: 1, SlackBurst: 5, LedgerBackend: "sqlite", LedgerPath: "data/ledger.db",
+		LedgerLimit: 1000, MaxBodyBytes: 2097152, Addr: ":8080", LogLevel: slog.LevelInfo, LogFormat: "json",
+	}
+	if fmt.Sprintf("%#v", c) != fmt.Sprintf("%#v", want) || c.Secrets[0].Reveal() != "x" {
+		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+
+	c, err = Load(envOf("GITHUB_WEBHOOK_SECRET", "x", "LEDGER_BACKEND", "file", "PORT", "9000"))
+	if err != nil || c.LedgerPath != "data/ledger.jsonl" || c.Addr != ":9000" {
+		t.Errorf("file backend on PORT 9000: %+v, %v", c, err)
+	}
+}
+
+func TestEveryVariable(t *testing.T) {
+	t.Parallel()
+	c, err := Load(envOf(
+		"GITHUB_WEBHOOK_SECRET", "cur", "GITHUB_WEBHOOK_SECRET_PREVIOUS", "prev",
+		"SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X",
+		"ALLOWED_REPOS", "Octo-Org/*, me/Repo,", "ALLOWED_BRANCHES", "main,release/*,feature/**",
+		"IGNORE_ACTORS", "*[bot]", "ALLOWED_WORKFLOWS", ".github/workflows/ci.yml", "IGNORED_WORKFLOWS", "nightly*",
+		"LEDGER_BACKEND", "SQLite", "LEDGER_PATH", "/tmp/x.db", "LEDGER_LIMIT", "50", "MAX_BODY_BYTES", "1024",
+		"SLACK_MAX_ATTEMPTS", "5", "SLACK_RETRY_BASE", "250ms", "SLACK_RATE", "0.5", "NOTIFY_PENDING", "true",
+		"ADDR", "127.0.0.1:7000", "LOG_LEVEL", "debug", "LOG_FORMAT", "text", "NOTIFY_MODE", "all",
+		"SLACK_API_URL", "https://slack.example/api",
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"secrets", len(c.Secrets), 2},
+		{"previous", c.Secrets[1].Reveal(), "prev"},
+		{"repos", c.AllowedRepos, []string{"octo-org/*", "me/repo"}},
+		{"branches", c.AllowedBranches, []string{"main", "release/*", "feature/**"}},
+		{"actors", c.IgnoreActors, []string{"*[bot]"}},
+		{"backend", c.LedgerBackend, "sqlite"},
+		{"limit", c.LedgerLimit, 50},
+		{"body", c.MaxBodyBytes, int64(1024)},
+		{"attempts", c.SlackMaxAttempts, 5},
+		{"base", c.SlackRetryBase, 250 * time.Millisecond},
+		{"rate", c.SlackRate, 0.5},
+		{"pending", c.NotifyPending, true},
+		{"addr", c.Addr, "127.0.0.1:7000"},
+		{"level", c.LogLevel, slog.LevelDebug},
+		{"format", c.LogFormat, "text"},
+	}
+	for _, ch := range checks {
+		if fmt.Sprint(ch.got) != fmt.Sprint(ch.want) {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+}
+
+func TestBadValuesNameTheirVariable(t *testing.T) {
+	t.Parallel()
+	secretFile := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(secretFile, []byte("\n"), 0o600)
+	cases := []struct {
+		name    string
+		env     []string
+		varName string
+	}{
+		{"no secret", nil, "GITHUB_WEBHOOK_SECRET"},
+		{"empty secret", []string{"GITHUB_WEBHOOK_SECRET", ""}, "GITHUB_WEBHOOK_SECRET"},
+		{"blank secret", []string{"GITHUB_WEBHOOK_SECRET", "   "}, "GITHUB_WEBHOOK_SECRET"},
+		{"both secrets", []string{"GITHUB_WEBHOOK_SECRET", "a", "GITHUB_WEBHOOK_SECRET_FILE", secretFile}, "GITHUB_WEBHOOK_SECRET"},
+		{"missing secret file", []string{"GITHUB_WEBHOOK_SECRET_FILE", "/nonexistent/secret"}, "GITHUB_WEBHOOK_SECRET_FILE"},
+		{"empty secret file", []string{"GITHUB_WEBHOOK_SECRET_FILE", secretFile}, "GITHUB_WEBHOOK_SECRET_FILE"},
+		{"unknown backend", []string{"LEDGER_BACKEND", "mysql"}, "LEDGER_BACKEND"},
+		{"negative limit", []string{"LEDGER_LIMIT", "-3"}, "LEDGER_LIMIT"},
+		{"zero limit", []string{"LEDGER_LIMIT", "0"}, "LEDGER_LIMIT"},
+		{"limit not a number", []string{"LEDGER_LIMIT", "lots"}, "LEDGER_LIMIT"},
+		{"body limit", []string{"MAX_BODY_BYTES", "2MB"}, "MAX_BODY_BYTES"},
+		{"attempts", []string{"SLACK_MAX_ATTEMPTS", "0"}, "SLACK_MAX_ATTEMPTS"},
+		{"retry base", []string{"SLACK_RETRY_BASE", "1"}, "SLACK_RETRY_BASE"},
+		{"negative retry base", []string{"SLACK_RETRY_BASE", "-1s"}, "SLACK_RETRY_BASE"},
+		{"rate", []string{"SLACK_RATE", "0"}, "SLACK_RATE"},
+		{"rate NaN", []string{"SLACK_RATE", "NaN"}, "SLACK_RATE"},
+		{"enable", []string{"ENABLE_WEBHOOKS", "maybe"}, "ENABLE_WEBHOOKS"},
+		{"pending", []string{"NOTIFY_PENDING", "yes please"}, "NOTIFY_PENDING"},
+		{"port", []string{"PORT", "http"}, "PORT"},
+		{"port range", []string{"PORT", "70000"}, "PORT"},
+		{"addr", []string{"ADDR", "8080"}, "ADDR"},
+		{"log level", []string{"LOG_LEVEL", "loud"}, "LOG_LEVEL"},
+		{"log format", []string{"LOG_FORMAT", "xml"}, "LOG_FORMAT"},
+		{"malformed branch glob", []string{"ALLOWED_BRANCHES", "release/[abc"}, "ALLOWED_BRANCHES"},
+		{"malformed actor glob", []string{"IGNORE_ACTORS", "bot{a,b"}, "IGNORE_ACTORS"},
+		{"repo without owner", []string{"ALLOWED_REPOS", "repo"}, "ALLOWED_REPOS"},
+		{"repo glob in owner", []string{"ALLOWED_REPOS", "*/repo"}, "ALLOWED_REPOS"},
+		{"slack over http", []string{"SLACK_WEBHOOK_URL", "http://hooks.slack.com/services/T/B/SECRETPART"}, "SLACK_WEBHOOK_URL"},
+		{"slack not a URL", []string{"SLACK_WEBHOOK_URL", "hooks.slack.com/services/T/B/SECRETPART"}, "SLACK_WEBHOOK_URL"},
+		{"slack API", []string{"SLACK_API_URL", "ftp://x"}, "SLACK_API_URL"},
+		{"postgres not built", []string{"LEDGER_BACKEND", "postgres", "DATABASE_URL", "postgres://u:SECRETPART@h/db"}, "LEDGER_BACKEND"},
+		{"changes mode not built", []string{"NOTIFY_MODE", "changes"}, "NOTIFY_MODE"},
+		{"routes not built", []string{"CONFIG_FILE", "routes.yaml"}, "CONFIG_FILE"},
+		{"bot token not built", []string{"SLACK_BOT_TOKEN", "xoxb-SECRETPART"}, "SLACK_BOT_TOKEN"},
+		{"mentions not built", []string{"SLACK_MENTIONS", "a=U1"}, "SLACK_MENTIONS"},
+		{"source allowlist not built", []string{"ALLOWED_SOURCE_CIDRS", "10.0.0.0/8"}, "ALLOWED_SOURCE_CIDRS"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := tc.env
+			if tc.varName != "GITHUB_WEBHOOK_SECRET" && tc.varName != "GITHUB_WEBHOOK_SECRET_FILE" {
+				env = append([]string{"GITHUB_WEBHOOK_SECRET", "SECRETPART-hmac"}, env...)
+			}
+			_, err := Load(envOf(env...))
+			var ce *Error
+			if !errors.As(err, &ce) || ce.Var != tc.varName {
+				t.Fatalf("got %v, want an error naming %s", err, tc.varName)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, tc.varName+": ") || strings.Contains(msg, "\n") {
+				t.Errorf("%q: want one line starting with the variable", msg)
+			}
+			if strings.Contains(msg, "SECRETPART") {
+				t.Errorf("%q shows a secret", msg)
+			}
+		})
+	}
+}
+
+func TestLoopbackSlackOverHTTP(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"http://127.0.0.1:9/hook", "http://localhost/x", "http://[::1]:80/x"} {
+		if _, err := Load(envOf("GITHUB_WEBHOOK_SECRET", "x", "SLACK_WEBHOOK_URL", u)); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}
+
+func TestSecretFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte("from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(envOf("GITHUB_WEBHOOK_SECRET_FILE", path))
+	if err != nil || len(c.Secrets) != 1 || c.Secrets[0].Reveal() != "from-a-file" {
+		t.Fatalf("got %v, %v; want the file's secret without its newline", c.Secrets, err)
+	}
+}
+
+func TestDisabledNeedsNoSecret(t *testing.T) {
+	t.Parallel()
+	c, err := Load(envOf("ENABLE_WEBHOOKS", "false"))
+	if err != nil || c.Enabled || c.Secrets != nil {
+		t.Fatalf("disabled: %+v, %v", c, err)
+	}
+}
+
+// Secrets never print, whichever way a Config is shown.
+func TestSecretsNeverPrint(t *testing.T) {
+	t.Parallel()
+	c, err := Load(envOf("GITHUB_WEBHOOK_SECRET", "hmac-SECRETPART",
+		"SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/SECRETPART"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(c)
+	var buf strings.Builder
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c, "url", c.SlackWebhookURL)
+	for _, out := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), string(js), buf.String()} {
+		if strings.Contains(out, "SECRETPART") {
+			t.Errorf("a secret printed: %s", out)
+		}
+	}
+}
