@@ -1,0 +1,176 @@
+// Package ciwebhook assembles the service: the webhook handler, the ledger
+// it records into and the outbox worker that posts to Slack. The ciwebhook
+// command is a thin wrapper around it; another Go program can mount it too:
+//
+//	svc, err := ciwebhook.New(ctx, ciwebhook.Options{})
+//	if err != nil { ... }
+//	defer svc.Close()
+//	go svc.Run(ctx) // the Slack worker; returns when ctx is done
+//	mux.Handle("/webhooks/github", svc)
+//	mux.Handle("/webhooks/github/", svc)
+package ciwebhook
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ciwebhook/ciwebhook/internal/config"
+	"github.com/ciwebhook/ciwebhook/internal/githook"
+	"github.com/ciwebhook/ciwebhook/internal/ledger"
+	"github.com/ciwebhook/ciwebhook/internal/ledger/file"
+	"github.com/ciwebhook/ciwebhook/internal/ledger/sqlite"
+	"github.com/ciwebhook/ciwebhook/internal/metrics"
+	"github.com/ciwebhook/ciwebhook/internal/notify"
+	"github.com/ciwebhook/ciwebhook/internal/outbox"
+	"github.com/ciwebhook/ciwebhook/internal/slack"
+)
+
+// Options are what an embedding program may supply; every field is optional.
+type Options struct {
+	// Getenv reads the configuration (DESIGN.md's variables); os.Getenv
+	// when nil.
+	Getenv func(string) string
+	// Logger receives every log line; when nil, one is built from LOG_LEVEL
+	// and LOG_FORMAT, writing to standard error.
+	Logger *slog.Logger
+	// Registry receives the metrics; a new one when nil.
+	Registry *prometheus.Registry
+	// HTTPClient posts to Slack; a client with sane timeouts when nil.
+	HTTPClient *http.Client
+}
+
+// Service is one configured ciwebhook.
+type Service struct {
+	cfg     config.Config
+	log     *slog.Logger
+	store   ledger.Store // nil when disabled
+	handler http.Handler
+	worker  *outbox.Worker // nil when disabled
+}
+
+// New reads the configuration and opens the ledger. A bad setting is an
+// error naming its variable.
+func New(ctx context.Context, opts Options) (*Service, error) {
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	cfg, err := config.Load(opts.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = NewLogger(cfg.LogLevel, cfg.LogFormat)
+	}
+	s := &Service{cfg: cfg, log: log}
+	if !cfg.Enabled {
+		log.Info("webhooks disabled (ENABLE_WEBHOOKS=false): every route answers 404")
+		s.handler = githook.Disabled()
+		return s, nil
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	m := metrics.New(opts.Registry)
+
+	s.store, err = openLedger(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var poster outbox.Poster
+	slackMode := "log-only"
+	if cfg.SlackWebhookURL != "" {
+		client := opts.HTTPClient
+		if client == nil {
+			client = &http.Client{Timeout: 15 * time.Second}
+		}
+		poster = slack.NewWebhook(cfg.SlackWebhookURL.Reveal(), client)
+		slackMode = "webhook"
+	}
+	s.worker = outbox.New(s.store, poster, m, log, outbox.Options{
+		MaxAttempts: cfg.SlackMaxAttempts, RetryBase: cfg.SlackRetryBase,
+		Rate: cfg.SlackRate, Burst: cfg.SlackBurst,
+	})
+	secrets := make([][]byte, len(cfg.Secrets))
+	for i, sec := range cfg.Secrets {
+		secrets[i] = []byte(sec.Reveal())
+	}
+	s.handler = githook.New(githook.Options{
+		Secrets: secrets, MaxBodyBytes: cfg.MaxBodyBytes, NotifyPending: cfg.NotifyPending,
+		Filters:   Filters(cfg),
+		Backend:   cfg.LedgerBackend,
+		SlackMode: slackMode,
+		Wake:      s.worker.Wake,
+	}, s.store, m, log)
+	log.Info("ciwebhook ready", "ledger_backend", cfg.LedgerBackend, "ledger_path", cfg.LedgerPath,
+		"slack", slackMode, "secrets", len(secrets))
+	return s, nil
+}
+
+// Filters are the notify filters a configuration sets.
+func Filters(cfg config.Config) notify.Filters {
+	return notify.Filters{
+		Repos: cfg.AllowedRepos, Branches: cfg.AllowedBranches, IgnoreActors: cfg.IgnoreActors,
+		AllowedWorkflows: cfg.AllowedWorkflows, IgnoredWorkflows: cfg.IgnoredWorkflows,
+	}
+}
+
+func openLedger(ctx context.Context, cfg config.Config) (ledger.Store, error) {
+	var (
+		st  ledger.Store
+		err error
+	)
+	switch cfg.LedgerBackend {
+	case config.BackendFile:
+		st, err = file.Open(cfg.LedgerPath, cfg.LedgerLimit)
+	default:
+		st, err = sqlite.Open(ctx, cfg.LedgerPath, cfg.LedgerLimit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("LEDGER_PATH: cannot open the %s ledger: %w", cfg.LedgerBackend, err)
+	}
+	return st, nil
+}
+
+// NewLogger returns the slog logger LOG_LEVEL and LOG_FORMAT describe.
+func NewLogger(level slog.Level, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// ServeHTTP serves /webhooks/github and its health and metrics routes.
+func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Run posts owed Slack messages until ctx is done, then returns once the
+// attempt under way (if any) is finished and recorded.
+func (s *Service) Run(ctx context.Context) {
+	if s.worker == nil {
+		<-ctx.Done()
+		return
+	}
+	s.worker.Run(ctx)
+}
+
+// Close closes the ledger. Call it after Run has returned and the HTTP
+// server has stopped.
+func (s *Service) Close() error {
+	if s.store == nil {
+		return nil
+	}
+	return s.store.Close()
+}
+
+// Addr is the configured listen address (ADDR, or :PORT).
+func (s *Service) Addr() string { return s.cfg.Addr }
+
+// Logger is the service's logger.
+func (s *Service) Logger() *slog.Logger { return s.log }
