@@ -308,7 +308,9 @@ func TestResumesOwedRowsAtOnce(t *testing.T) {
 func TestShutdownFinishesAttemptUnderWay(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, t.TempDir(), fast, false)
-	f.slack.Script(func(int) slacktest.Reply { return slacktest.Reply{Status: 200, Body: "ok", Delay: 300 * time.Millisecond} })
+	f.slack.Script(func(int) slacktest.Reply {
+		return slacktest.Reply{Status: 200, Body: "ok", Delay: 300 * time.Millisecond}
+	})
 	f.start()
 	f.queue(t, "a", "CI")
 	for len(f.slack.Posts()) == 0 {
