@@ -183,7 +183,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 		{
 			file: "workflow_run/completed.payload.json",
 			want: Summary{
-				Action: "completed", Repo: "octo-org/octo-repo", Ref: "master", Workflow: "test",
+				Action: "completed", Repo: "octo-org/octo-repo", Ref: "master", Workflow: "test", WorkflowPath: ".github/workflows/test.yml",
 				Status: "completed", Conclusion: "success",
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/289782451",
 				Branches: []string{"master"}, Actor: "Codertocat",
@@ -200,7 +200,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 			// A requested run already "completed" (awaiting approval) is no result.
 			file: "workflow_run/requested.with-conclusion.payload.json",
 			want: Summary{
-				Action: "requested", Repo: "octo-org/octo-repo", Ref: "master", Workflow: "test",
+				Action: "requested", Repo: "octo-org/octo-repo", Ref: "master", Workflow: "test", WorkflowPath: ".github/workflows/test.yml",
 				Status: "completed", Conclusion: "action_required",
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/289782451",
 				Branches: []string{"master"}, Actor: "Codertocat", SuiteID: 1291536064,

@@ -30,7 +30,7 @@ func TestSummarizeTestdata(t *testing.T) {
 			// startup_failure reads as failure, no suite means no key.
 			file: "workflow_run_startup_failure.json", event: "workflow_run",
 			want: Summary{
-				Action: "completed", Repo: "octo-org/octo-repo", Ref: "feature/pg", Workflow: "ci.yml",
+				Action: "completed", Repo: "octo-org/octo-repo", Ref: "feature/pg", Workflow: "ci.yml", WorkflowPath: ".github/workflows/ci.yml",
 				Status: "completed", Conclusion: "startup_failure",
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/42",
 				Branches: []string{"feature/pg"}, Actor: "alice",
