@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/time/rate"
 
 	"github.com/ciwebhook/ciwebhook/internal/event"
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
@@ -320,5 +321,53 @@ func TestShutdownFinishesAttemptUnderWay(t *testing.T) {
 	d, err := f.store.Get(context.Background(), "a")
 	if err != nil || d.State != ledger.Delivered {
 		t.Fatalf("after shutdown mid-attempt: %+v, %v; want delivered", d, err)
+	}
+}
+
+// A burst of a hundred deliveries drains at the configured pace, without a
+// storm of 429s from a Slack that enforces that same pace.
+func TestBurstDrainsWithoutRateLimits(t *testing.T) {
+	t.Parallel()
+	opts := fast
+	opts.Rate, opts.Burst = 20, 5
+	f := newFixture(t, t.TempDir(), opts, false)
+	// Slack's side of the bargain, with one message of slack for network jitter.
+	slackBucket := rate.NewLimiter(20, 6)
+	f.slack.Script(func(int) slacktest.Reply {
+		if !slackBucket.Allow() {
+			return slacktest.Reply{Status: 429, Body: "rate_limited", RetryAfter: 1}
+		}
+		return slacktest.Reply{Status: 200, Body: "ok"}
+	})
+	for i := range 100 {
+		f.queue(t, fmt.Sprint("b", i), "CI")
+	}
+	f.start()
+	f.wait(t, "b99")
+	for i := range 100 {
+		if d := f.wait(t, fmt.Sprint("b", i)); d.State != ledger.Delivered {
+			t.Fatalf("b%d: %+v", i, d)
+		}
+	}
+	if limited := testutil.ToFloat64(f.metrics.RateLimited); limited != 0 {
+		t.Errorf("%v answers of 429 while draining a burst, want none", limited)
+	}
+	if n := len(f.slack.Posts()); n != 100 {
+		t.Errorf("%d posts for 100 messages", n)
+	}
+}
+
+// A queued row is posted when the handler wakes the worker, not at its next
+// poll: with an hour between polls, the message still goes out.
+func TestWakePostsWithoutWaitingForPoll(t *testing.T) {
+	t.Parallel()
+	opts := fast
+	opts.PollInterval = time.Hour
+	f := newFixture(t, t.TempDir(), opts, false)
+	f.start()
+	time.Sleep(50 * time.Millisecond) // let the first pass find nothing and sleep
+	f.queue(t, "a", "CI")             // queue wakes the worker, as the handler does
+	if d := f.wait(t, "a"); d.State != ledger.Delivered {
+		t.Fatalf("row %+v: a woken worker did not post it", d)
 	}
 }

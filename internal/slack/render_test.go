@@ -501,3 +501,32 @@ func FuzzRender(f *testing.F) {
 		checkMessage(t, Render(n))
 	})
 }
+
+// Every payload GitHub sends that notifies renders within Block Kit's limits.
+func TestRenderRealPayloads(t *testing.T) {
+	const dir = "../../../shared/github-payloads"
+	files, err := filepath.Glob(filepath.Join(dir, "*", "*.json"))
+	if err != nil || len(files) < 79 {
+		t.Fatalf("found %d payloads in %s (%v), want 79", len(files), dir, err)
+	}
+	notes := 0
+	for _, file := range files {
+		body, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := filepath.Base(filepath.Dir(file))
+		s, err := event.Summarize(name, body, event.Options{NotifyPending: true})
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if s.Note == nil {
+			continue
+		}
+		notes++
+		t.Run(strings.TrimPrefix(file, dir+"/"), func(t *testing.T) { checkMessage(t, Render(*s.Note)) })
+	}
+	if notes < 20 {
+		t.Errorf("only %d payloads notify; the corpus has more", notes)
+	}
+}
