@@ -118,8 +118,17 @@ type Store interface {
 	// Get returns one row, or ErrNotFound.
 	Get(ctx context.Context, guid string) (Delivery, error)
 	Stats(ctx context.Context) (Stats, error)
+	// List returns up to limit rows, newest first; state "" means any.
+	List(ctx context.Context, state State, limit int) ([]Delivery, error)
+	// Requeue makes a row that has a message Pending again, due now, with
+	// its attempts and last error cleared (an operator's retry). A row
+	// without a message (filtered, ignored) is ErrNothingToPost.
+	Requeue(ctx context.Context, guid string) error
 	Close() error
 }
+
+// ErrNothingToPost is returned by Requeue for a row that owes no message.
+var ErrNothingToPost = errors.New("ledger: delivery has no message to post")
 
 // ErrNotFound is returned by Get, Finish and Reschedule for an unknown GUID.
 var ErrNotFound = errors.New("ledger: no such delivery")

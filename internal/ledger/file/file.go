@@ -603,6 +603,52 @@ func (s *Store) Get(ctx context.Context, guid string) (ledger.Delivery, error) {
 	return clone(*d), nil
 }
 
+// List returns up to limit rows, newest first; state "" means any.
+func (s *Store) List(ctx context.Context, state ledger.State, limit int) ([]ledger.Delivery, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	var out []ledger.Delivery
+	for i := len(s.order) - 1; i >= 0 && len(out) < limit; i-- {
+		if d := s.order[i]; state == "" || d.State == state {
+			out = append(out, clone(*d))
+		}
+	}
+	return out, nil
+}
+
+// Requeue makes a row with a message Pending again, due now.
+func (s *Store) Requeue(ctx context.Context, guid string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	cur, ok := s.rows[guid]
+	if !ok {
+		return fmt.Errorf("%w: %s", ledger.ErrNotFound, guid)
+	}
+	if len(cur.Message) == 0 {
+		return fmt.Errorf("%w: %s", ledger.ErrNothingToPost, guid)
+	}
+	row := clone(*cur)
+	row.State, row.Attempts, row.LastError, row.NextAttemptAt = ledger.Pending, 0, "", time.Time{}
+	if err := s.write(entry{Put: &row}); err != nil {
+		return err
+	}
+	s.put(&row)
+	s.maybeCompact()
+	return nil
+}
+
 // Stats counts the rows; LastDeliveryAt is the newest row's ReceivedAt.
 func (s *Store) Stats(ctx context.Context) (ledger.Stats, error) {
 	if err := ctx.Err(); err != nil {

@@ -69,6 +69,8 @@ func Run(t *testing.T, open Opener) {
 		{"SeqNeverReused", testSeqNeverReused},
 		{"Restart", testRestart},
 		{"ConcurrentMixed", testConcurrentMixed},
+		{"List", testList},
+		{"Requeue", testRequeue},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {

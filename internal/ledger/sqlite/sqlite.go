@@ -279,6 +279,28 @@ func (s *Store) update(ctx context.Context, guid string, prune bool, q string, a
 	return nil
 }
 
+func (s *Store) List(ctx context.Context, state ledger.State, limit int) ([]ledger.Delivery, error) {
+	if state == "" {
+		return s.query(ctx, `SELECT `+columns+` FROM deliveries ORDER BY seq DESC LIMIT ?`, limit)
+	}
+	return s.query(ctx, `SELECT `+columns+` FROM deliveries WHERE state = ? ORDER BY seq DESC LIMIT ?`, string(state), limit)
+}
+
+func (s *Store) Requeue(ctx context.Context, guid string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE deliveries SET state = 'pending', delivered = 0, attempts = 0,
+		last_error = NULL, next_attempt_at = 0 WHERE guid = ? AND message IS NOT NULL AND length(message) > 0`, guid)
+	if err != nil {
+		return fmt.Errorf("sqlite ledger: requeue %s: %w", guid, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := s.Get(ctx, guid); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s", ledger.ErrNothingToPost, guid)
+	}
+	return nil
+}
+
 func (s *Store) Stats(ctx context.Context) (ledger.Stats, error) {
 	var (
 		st   ledger.Stats
