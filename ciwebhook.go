@@ -79,7 +79,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	}
 	m := metrics.New(opts.Registry)
 
-	s.store, err = openLedger(ctx, cfg)
+	s.store, err = OpenLedger(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +121,9 @@ func Filters(cfg config.Config) notify.Filters {
 	}
 }
 
-func openLedger(ctx context.Context, cfg config.Config) (ledger.Store, error) {
+// OpenLedger opens the ledger the configuration names. Operator commands
+// use it too, so they read and write the same rows as the server.
+func OpenLedger(ctx context.Context, cfg config.Config) (ledger.Store, error) {
 	var (
 		st  ledger.Store
 		err error
