@@ -23,11 +23,7 @@ func summarizeCheckSuite(body []byte) (Summary, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return Summary{}, err
 	}
-	s := Summary{
-		Action: p.action(),
-		Repo:   p.Repository.fullName(),
-		Actor:  p.Sender.login(),
-	}
+	s := p.summary()
 	cs := p.CheckSuite
 	if cs == nil {
 		return s, nil
@@ -96,11 +92,7 @@ func summarizeCheckRun(body []byte) (Summary, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return Summary{}, err
 	}
-	s := Summary{
-		Action: p.action(),
-		Repo:   p.Repository.fullName(),
-		Actor:  p.Sender.login(),
-	}
+	s := p.summary()
 	cr := p.CheckRun
 	if cr == nil {
 		return s, nil

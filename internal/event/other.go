@@ -9,9 +9,5 @@ func summarizeOther(body []byte) (Summary, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return Summary{}, err
 	}
-	return Summary{
-		Action: p.action(),
-		Repo:   p.Repository.fullName(),
-		Actor:  p.Sender.login(),
-	}, nil
+	return p.summary(), nil
 }

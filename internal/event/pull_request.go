@@ -33,11 +33,7 @@ func summarizePullRequest(body []byte) (Summary, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return Summary{}, err
 	}
-	s := Summary{
-		Action: p.action(),
-		Repo:   p.Repository.fullName(),
-		Actor:  p.Sender.login(),
-	}
+	s := p.summary()
 	pr := p.PullRequest
 	if pr == nil {
 		return s, nil

@@ -90,6 +90,12 @@ func (r *repository) htmlURL() string {
 
 func (e *envelope) action() string { return strings.TrimSpace(e.Action) }
 
+// summary is what every event says of itself: its action, repository and
+// sender.
+func (e *envelope) summary() Summary {
+	return Summary{Action: e.action(), Repo: e.Repository.fullName(), Actor: e.Sender.login()}
+}
+
 // firstNonEmpty returns the first of vs that is not blank, trimmed.
 func firstNonEmpty(vs ...string) string {
 	for _, v := range vs {

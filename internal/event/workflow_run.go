@@ -38,11 +38,7 @@ func summarizeWorkflowRun(body []byte) (Summary, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return Summary{}, err
 	}
-	s := Summary{
-		Action: p.action(),
-		Repo:   p.Repository.fullName(),
-		Actor:  p.Sender.login(),
-	}
+	s := p.summary()
 	run := p.WorkflowRun
 	if run == nil {
 		return s, nil
