@@ -107,6 +107,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		Backend:   cfg.LedgerBackend,
 		SlackMode: slackMode,
 		Wake:      s.worker.Wake,
+		Sources:   githook.Sources{Allowed: cfg.AllowedSources, Trusted: cfg.TrustedProxies},
 	}, s.store, m, log)
 	log.Info("ciwebhook ready", "ledger_backend", cfg.LedgerBackend, "ledger_path", cfg.LedgerPath,
 		"slack", slackMode, "secrets", len(secrets))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -54,6 +55,12 @@ type Config struct {
 	LedgerLimit   int
 	MaxBodyBytes  int64
 
+	// AllowedSources, when set, are the only client addresses the webhook
+	// route accepts; TrustedProxies are the peers whose X-Forwarded-For is
+	// believed when finding the client address.
+	AllowedSources []netip.Prefix
+	TrustedProxies []netip.Prefix
+
 	Addr      string
 	LogLevel  slog.Level
 	LogFormat string // json or text
@@ -78,7 +85,6 @@ func (e *Error) Error() string { return e.Var + ": " + e.Reason }
 // worse than none.
 var notYet = []string{
 	"SLACK_MENTIONS", "CONFIG_FILE", "SLACK_BOT_TOKEN",
-	"ALLOWED_SOURCE_CIDRS", "TRUSTED_PROXIES",
 }
 
 // Load reads the configuration through getenv (os.Getenv in production).
@@ -115,6 +121,13 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.DatabaseURL = Secret(getenv("DATABASE_URL"))
 	c.Addr = e.addr()
+	c.AllowedSources = e.prefixes("ALLOWED_SOURCE_CIDRS")
+	c.TrustedProxies = e.prefixes("TRUSTED_PROXIES")
+	if len(c.TrustedProxies) > 0 && len(c.AllowedSources) == 0 {
+		// The client address found through the proxies is used only by the
+		// allowlist; alone, the setting would silently do nothing.
+		e.fail("TRUSTED_PROXIES", "has no effect without ALLOWED_SOURCE_CIDRS; set both or neither")
+	}
 	if mode := getenv("NOTIFY_MODE"); mode != "" && mode != "all" {
 		e.fail("NOTIFY_MODE", fmt.Sprintf("%q is not available in this version; use all", mode))
 	}
@@ -298,6 +311,39 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// prefixes reads comma-separated CIDRs or single addresses, IPv4 or IPv6; a
+// single address is a prefix of its full length.
+func (e *env) prefixes(name string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, item := range list(e.get(name)) {
+		var (
+			p   netip.Prefix
+			err error
+		)
+		if strings.Contains(item, "/") {
+			p, err = netip.ParsePrefix(item)
+		} else {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(item); err == nil && a.Zone() != "" {
+				err = errors.New("zone") // a zone names a local link, not a source
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		switch {
+		case err != nil:
+			e.fail(name, fmt.Sprintf("%q is not a CIDR (such as 192.30.252.0/22 or 2606:50c0::/32) or an IP address", item))
+			continue
+		case p.Addr().Is4In6():
+			// Client addresses are compared unmapped, so such a prefix
+			// would never match anything.
+			e.fail(name, fmt.Sprintf("%q is an IPv4-mapped IPv6 address; write it as IPv4", item))
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }
 
 func (e *env) addr() string {

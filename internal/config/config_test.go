@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +128,14 @@ func TestBadValuesNameTheirVariable(t *testing.T) {
 		{"routes not built", []string{"CONFIG_FILE", "routes.yaml"}, "CONFIG_FILE"},
 		{"bot token not built", []string{"SLACK_BOT_TOKEN", "xoxb-SECRETPART"}, "SLACK_BOT_TOKEN"},
 		{"mentions not built", []string{"SLACK_MENTIONS", "a=U1"}, "SLACK_MENTIONS"},
-		{"source allowlist not built", []string{"ALLOWED_SOURCE_CIDRS", "10.0.0.0/8"}, "ALLOWED_SOURCE_CIDRS"},
+		{"source not a CIDR", []string{"ALLOWED_SOURCE_CIDRS", "192.30.252.0/22,github"}, "ALLOWED_SOURCE_CIDRS"},
+		{"source prefix too long", []string{"ALLOWED_SOURCE_CIDRS", "10.0.0.0/33"}, "ALLOWED_SOURCE_CIDRS"},
+		{"source IPv6 prefix too long", []string{"ALLOWED_SOURCE_CIDRS", "2001:db8::/129"}, "ALLOWED_SOURCE_CIDRS"},
+		{"source with a port", []string{"ALLOWED_SOURCE_CIDRS", "10.0.0.1:443"}, "ALLOWED_SOURCE_CIDRS"},
+		{"source with a zone", []string{"ALLOWED_SOURCE_CIDRS", "fe80::1%eth0"}, "ALLOWED_SOURCE_CIDRS"},
+		{"source IPv4-mapped", []string{"ALLOWED_SOURCE_CIDRS", "::ffff:10.0.0.1"}, "ALLOWED_SOURCE_CIDRS"},
+		{"proxy not an address", []string{"ALLOWED_SOURCE_CIDRS", "10.0.0.0/8", "TRUSTED_PROXIES", "10.0.0.300"}, "TRUSTED_PROXIES"},
+		{"proxies without an allowlist", []string{"TRUSTED_PROXIES", "10.0.0.1"}, "TRUSTED_PROXIES"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,6 +155,44 @@ func TestBadValuesNameTheirVariable(t *testing.T) {
 			}
 			if strings.Contains(msg, "SECRETPART") {
 				t.Errorf("%q shows a secret", msg)
+			}
+		})
+	}
+}
+
+func TestSourcePrefixes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name             string
+		sources, proxies string
+		wantSources      []string
+		wantProxies      []string
+	}{
+		{"unset: any source", "", "", nil, nil},
+		{"CIDRs and single addresses, both families", " 192.30.252.0/22, 140.82.112.5 ,2606:50c0::/32,2001:db8::1,", "",
+			[]string{"192.30.252.0/22", "140.82.112.5/32", "2606:50c0::/32", "2001:db8::1/128"}, nil},
+		{"host bits are masked off", "10.1.2.3/8", "", []string{"10.0.0.0/8"}, nil},
+		{"proxies too", "192.30.252.0/22", "10.0.0.0/8, 169.254.1.1", []string{"192.30.252.0/22"}, []string{"10.0.0.0/8", "169.254.1.1/32"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(envOf("GITHUB_WEBHOOK_SECRET", "x", "ALLOWED_SOURCE_CIDRS", tc.sources, "TRUSTED_PROXIES", tc.proxies))
+			if err != nil {
+				t.Fatal(err)
+			}
+			show := func(ps []netip.Prefix) []string {
+				var out []string
+				for _, p := range ps {
+					out = append(out, p.String())
+				}
+				return out
+			}
+			if got := show(c.AllowedSources); fmt.Sprint(got) != fmt.Sprint(tc.wantSources) {
+				t.Errorf("AllowedSources = %v, want %v", got, tc.wantSources)
+			}
+			if got := show(c.TrustedProxies); fmt.Sprint(got) != fmt.Sprint(tc.wantProxies) {
+				t.Errorf("TrustedProxies = %v, want %v", got, tc.wantProxies)
 			}
 		})
 	}

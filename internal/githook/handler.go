@@ -51,6 +51,8 @@ type Options struct {
 	Wake func()
 	// Now is the clock (tests); time.Now when nil.
 	Now func() time.Time
+	// Sources is the source allowlist; the zero value allows any source.
+	Sources Sources
 }
 
 // Handler serves the webhook, health and metrics routes.
@@ -130,6 +132,11 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		h.metrics.Failures.WithLabelValues(reason).Inc()
 		log.Warn("delivery refused", append([]any{"status", status, "reason", msg}, attrs...)...)
 		writeJSON(w, status, answer{Error: msg})
+	}
+	// First of all, and before the body is read: a refused source costs nothing.
+	if client, ok := h.opts.Sources.Allow(r); !ok {
+		refuse(http.StatusForbidden, metrics.ReasonSource, "source address "+client+" is not allowed", "client", client)
+		return
 	}
 
 	if r.Method != http.MethodPost {

@@ -25,10 +25,11 @@ const (
 	ReasonMethod      = "method_not_allowed"
 	ReasonStorage     = "storage"
 	ReasonUnavailable = "disabled"
+	ReasonSource      = "source_refused" // the client address is not in ALLOWED_SOURCE_CIDRS
 )
 
 var reasons = []string{ReasonTooLarge, ReasonSignature, ReasonHeaders, ReasonMediaType,
-	ReasonPayload, ReasonMethod, ReasonStorage, ReasonUnavailable}
+	ReasonPayload, ReasonMethod, ReasonStorage, ReasonUnavailable, ReasonSource}
 
 // Secret labels say which configured secret verified a delivery.
 const (
