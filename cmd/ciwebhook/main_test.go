@@ -6,9 +6,11 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,7 +68,14 @@ type server struct {
 // start runs the binary and waits until it listens.
 func start(t *testing.T, env ...string) *server {
 	t.Helper()
-	cmd := exec.Command(binary(t), "serve")
+	return startBinary(t, binary(t), env...)
+}
+
+// startBinary runs the binary at bin and waits until it listens; env comes
+// after the defaults, so it overrides them.
+func startBinary(t *testing.T, bin string, env ...string) *server {
+	t.Helper()
+	cmd := exec.Command(bin, "serve")
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ADDR=127.0.0.1:0", "GITHUB_WEBHOOK_SECRET=" + secret}, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -305,4 +314,71 @@ func TestCommands(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "missing.json") {
 		t.Errorf("preview of a missing file: %d %q", code, errOut)
 	}
+}
+
+// The Dockerfile's binary, built the Dockerfile's way, is static (it runs on
+// distroless/static, which has no libc and no dynamic loader), stripped,
+// and starts and answers health, on ADDR and on PORT.
+func TestStaticBinary(t *testing.T) {
+	t.Parallel()
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const build = `RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ciwebhook ./cmd/ciwebhook`
+	if !strings.Contains(string(dockerfile), build) {
+		t.Fatalf("the Dockerfile no longer builds with\n\t%s\nupdate this test to build the way it does", build)
+	}
+	bin := filepath.Join(t.TempDir(), "ciwebhook")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatalf("the binary is not ELF: %v", err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("the binary has a PT_INTERP header: it needs a dynamic loader")
+		}
+	}
+	if libs, err := f.ImportedLibraries(); err != nil || len(libs) != 0 {
+		t.Errorf("DT_NEEDED entries %v (%v): the binary needs shared libraries", libs, err)
+	}
+	if f.Section(".symtab") != nil {
+		t.Error("the binary has a symbol table: -ldflags=-s did not apply")
+	}
+
+	t.Run("ADDR", func(t *testing.T) {
+		t.Parallel()
+		s := startBinary(t, bin, "LEDGER_PATH="+filepath.Join(t.TempDir(), "ledger.db"))
+		if h := s.health(t); h["status"] != "ok" || h["ledger_backend"] != "sqlite" {
+			t.Errorf("health: %v", h)
+		}
+	})
+	t.Run("PORT", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+		s := startBinary(t, bin, "ADDR=", "PORT="+port, "LEDGER_PATH="+filepath.Join(t.TempDir(), "ledger.db"))
+		if !strings.HasSuffix(s.url, ":"+port) {
+			t.Fatalf("listening on %s, want port %s", s.url, port)
+		}
+		resp, err := http.Get("http://127.0.0.1:" + port + "/webhooks/github/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("health on PORT %s: %d", port, resp.StatusCode)
+		}
+	})
 }

@@ -371,3 +371,57 @@ func TestWakePostsWithoutWaitingForPoll(t *testing.T) {
 		t.Fatalf("row %+v: a woken worker did not post it", d)
 	}
 }
+
+// Every Slack attempt logs one "slack attempt" line that operators can
+// search: the delivery GUID, the attempt number, the result and the latency,
+// whatever the outcome.
+func TestSlackAttemptLogLines(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		replies []slacktest.Reply // the n-th answer; the last one repeats
+		want    []string          // results, in order
+	}{
+		{"ok", []slacktest.Reply{{Status: 200, Body: "ok"}}, []string{"ok"}},
+		{"permanent", []slacktest.Reply{{Status: 400, Body: "invalid_payload"}}, []string{"permanent_error"}},
+		{"retry then give up", []slacktest.Reply{{Status: 500, Body: "oops"}}, []string{"retry", "retry", "gave_up"}},
+		{"rate limited then ok", []slacktest.Reply{{Status: 429, Body: "rate_limited", RetryAfter: 1}, {Status: 200, Body: "ok"}},
+			[]string{"rate_limited", "ok"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, t.TempDir(), fast, false)
+			f.slack.Script(func(n int) slacktest.Reply { return tc.replies[min(n, len(tc.replies))-1] })
+			f.start()
+			f.queue(t, "logged", "CI")
+			f.wait(t, "logged")
+			f.stop()
+
+			var results []string
+			for _, line := range strings.Split(strings.TrimSpace(f.logs.String()), "\n") {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(line), &m); err != nil {
+					t.Fatalf("log line %q is not JSON: %v", line, err)
+				}
+				if m["msg"] != "slack attempt" {
+					continue
+				}
+				result, _ := m["result"].(string)
+				results = append(results, result)
+				if m["delivery"] != "logged" {
+					t.Errorf("delivery = %v, want logged, in %v", m["delivery"], m)
+				}
+				if n, ok := m["attempt"].(float64); !ok || n < 1 {
+					t.Errorf("attempt = %v, want a number from 1, in %v", m["attempt"], m)
+				}
+				if _, ok := m["latency"].(float64); !ok {
+					t.Errorf("latency = %v, want a duration, in %v", m["latency"], m)
+				}
+			}
+			if fmt.Sprint(results) != fmt.Sprint(tc.want) {
+				t.Errorf("slack attempt results %v, want %v; log:\n%s", results, tc.want, f.logs)
+			}
+		})
+	}
+}
