@@ -24,6 +24,7 @@ import (
 	"github.com/ciwebhook/ciwebhook/internal/githook"
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
 	"github.com/ciwebhook/ciwebhook/internal/ledger/file"
+	"github.com/ciwebhook/ciwebhook/internal/ledger/postgres"
 	"github.com/ciwebhook/ciwebhook/internal/ledger/sqlite"
 	"github.com/ciwebhook/ciwebhook/internal/metrics"
 	"github.com/ciwebhook/ciwebhook/internal/notify"
@@ -130,6 +131,11 @@ func OpenLedger(ctx context.Context, cfg config.Config) (ledger.Store, error) {
 		err error
 	)
 	switch cfg.LedgerBackend {
+	case config.BackendPostgres:
+		if st, err = postgres.Open(ctx, cfg.DatabaseURL.Reveal(), cfg.LedgerLimit); err != nil {
+			return nil, fmt.Errorf("DATABASE_URL: cannot open the postgres ledger: %w", err)
+		}
+		return st, nil
 	case config.BackendFile:
 		st, err = file.Open(cfg.LedgerPath, cfg.LedgerLimit)
 	default:

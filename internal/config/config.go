@@ -49,7 +49,7 @@ type Config struct {
 	IgnoredWorkflows []string
 	NotifyPending    bool
 
-	LedgerBackend string // sqlite or file
+	LedgerBackend string // sqlite, file or postgres
 	LedgerPath    string
 	DatabaseURL   Secret
 	LedgerLimit   int
@@ -68,8 +68,9 @@ type Config struct {
 
 // Backends the ledger can use.
 const (
-	BackendSQLite = "sqlite"
-	BackendFile   = "file"
+	BackendSQLite   = "sqlite"
+	BackendFile     = "file"
+	BackendPostgres = "postgres"
 )
 
 // Error is a bad setting: which variable, and why.
@@ -108,9 +109,10 @@ func Load(getenv func(string) string) (Config, error) {
 		LogFormat:        e.oneOf("LOG_FORMAT", "json", "json", "text"),
 	}
 	c.SlackWebhookURL = e.slackURL("SLACK_WEBHOOK_URL")
-	c.LedgerBackend = e.oneOf("LEDGER_BACKEND", BackendSQLite, BackendSQLite, BackendFile, "postgres")
-	if c.LedgerBackend == "postgres" {
-		e.fail("LEDGER_BACKEND", "postgres is not available in this version; use sqlite or file")
+	c.LedgerBackend = e.oneOf("LEDGER_BACKEND", BackendSQLite, BackendSQLite, BackendFile, BackendPostgres)
+	c.DatabaseURL = Secret(strings.TrimSpace(getenv("DATABASE_URL")))
+	if c.LedgerBackend == BackendPostgres && c.DatabaseURL == "" {
+		e.fail("DATABASE_URL", "is required when LEDGER_BACKEND is postgres")
 	}
 	c.LedgerPath = getenv("LEDGER_PATH")
 	if c.LedgerPath == "" {
@@ -119,7 +121,6 @@ func Load(getenv func(string) string) (Config, error) {
 			c.LedgerPath = "data/ledger.jsonl"
 		}
 	}
-	c.DatabaseURL = Secret(getenv("DATABASE_URL"))
 	c.Addr = e.addr()
 	c.AllowedSources = e.prefixes("ALLOWED_SOURCE_CIDRS")
 	c.TrustedProxies = e.prefixes("TRUSTED_PROXIES")

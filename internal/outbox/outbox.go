@@ -29,6 +29,18 @@ type Store interface {
 	Reschedule(ctx context.Context, guid string, attempts int, lastErr string, next time.Time) error
 }
 
+// Shared is implemented by a ledger that several replicas share. Only the
+// replica that leads delivers, so SLACK_RATE paces the deployment, and each
+// row is claimed for a lease before it is posted, so a replica that dies
+// mid-post cannot have its row posted twice by the next leader.
+type Shared interface {
+	// Lead blocks until this replica leads, and returns a context that
+	// ends when it stops leading.
+	Lead(ctx context.Context) (context.Context, error)
+	// Claim takes the row for lease; false means another replica has it.
+	Claim(ctx context.Context, guid string, lease time.Duration) (bool, error)
+}
+
 // Poster sends one message, once. It reports a 429 as
 // *slack.RateLimitedError and an error not worth retrying as
 // *slack.PermanentError.
@@ -60,6 +72,10 @@ type Worker struct {
 // batch is how many due rows are read at a time, so a large backlog is
 // walked page by page, never loaded whole.
 const batch = 64
+
+// lease is how long a claimed row is ours: one attempt with its timeout,
+// with room to spare. A 429's wait renews it.
+func (w *Worker) lease() time.Duration { return w.opts.AttemptTimeout + 20*time.Second }
 
 // New returns a worker; poster nil means log-only: each message is logged at
 // info and its row finished.
@@ -94,6 +110,29 @@ func (w *Worker) Wake() {
 // Run delivers until ctx is done. A message in flight when ctx ends stays
 // Pending and is posted by the next start.
 func (w *Worker) Run(ctx context.Context) {
+	shared, ok := w.store.(Shared)
+	if !ok {
+		w.run(ctx)
+		return
+	}
+	for ctx.Err() == nil {
+		lead, err := shared.Lead(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Error("outbox: cannot take the delivery lock", "err", err)
+				sleep(ctx, 2*time.Second)
+			}
+			continue
+		}
+		w.log.Info("outbox: this replica delivers to Slack")
+		w.run(lead)
+		if ctx.Err() == nil {
+			w.log.Warn("outbox: lost the delivery lock; another replica delivers")
+		}
+	}
+}
+
+func (w *Worker) run(ctx context.Context) {
 	// The first pass takes every owed row at once, whatever backoff it was
 	// waiting out when the process stopped.
 	now := time.Unix(math.MaxInt32, 0)
@@ -157,6 +196,15 @@ func (w *Worker) deliver(ctx context.Context, row ledger.Delivery) {
 	for {
 		if err := w.limiter.Wait(ctx); err != nil {
 			return // shutting down; the row stays owed
+		}
+		if shared, ok := w.store.(Shared); ok {
+			got, err := shared.Claim(ctx, row.GUID, w.lease())
+			if err != nil || !got {
+				if err != nil && ctx.Err() == nil {
+					log.Error("outbox: cannot claim the row; trying again later", "err", err)
+				}
+				return // another replica has it, or the ledger is away: the row stays owed
+			}
 		}
 		if calls > 0 {
 			w.metrics.Retries.Inc()

@@ -3,6 +3,7 @@ package ledgertest
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,14 @@ func testList(t *testing.T, open Opener) {
 	}
 	if got, want := list("", 10), []string{"l-4", "l-3", "l-2", "l-1"}; !slices.Equal(got, want) {
 		t.Errorf("List(any) = %v, want newest first %v", got, want)
+	}
+	// Each row keeps its own message (a backend must not hand out bytes
+	// that the next row overwrites).
+	all, _ := h.s.List(t.Context(), "", 10)
+	for _, d := range all {
+		if !strings.Contains(string(d.Message), d.GUID) {
+			t.Errorf("row %s carries message %s", d.GUID, d.Message)
+		}
 	}
 	if got, want := list("", 2), []string{"l-4", "l-3"}; !slices.Equal(got, want) {
 		t.Errorf("List(any, 2) = %v, want %v", got, want)
