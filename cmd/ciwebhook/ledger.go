@@ -15,6 +15,7 @@ import (
 	"github.com/ciwebhook/ciwebhook"
 	"github.com/ciwebhook/ciwebhook/internal/config"
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
+	"github.com/ciwebhook/ciwebhook/internal/ledger/file"
 )
 
 const ledgerUsage = `Usage: ciwebhook ledger <command>
@@ -98,7 +99,7 @@ func openLedger(ctx context.Context, getenv func(string) string) (ledger.Store, 
 	// The file backend's lock error is only a message; matching it is the
 	// one way to say what to do about it. TestLedgerFileBackendInUse keeps
 	// the two in step.
-	if err != nil && cfg.LedgerBackend == config.BackendFile && strings.Contains(err.Error(), "in use by another process") {
+	if errors.Is(err, file.ErrLocked) {
 		return nil, fmt.Errorf("the file ledger %s is in use by a running server; stop it, or use the sqlite backend", cfg.LedgerPath)
 	}
 	return st, err

@@ -56,6 +56,9 @@ type entry struct {
 	Del []string `json:"del,omitempty"`
 }
 
+// ErrLocked is returned by Open when another process holds the file.
+var ErrLocked = errors.New("is in use by another process")
+
 // Store is a ledger.Store on one JSON-lines file. It is safe for concurrent
 // use.
 type Store struct {
@@ -186,7 +189,7 @@ func openLocked(path string) (*os.File, error) {
 		if err := lock(f); err != nil {
 			f.Close()
 			if errors.Is(err, errLocked) {
-				return nil, fmt.Errorf("ledger file %s is in use by another process", path)
+				return nil, fmt.Errorf("ledger file %s %w", path, ErrLocked)
 			}
 			return nil, fmt.Errorf("ledger file %s: lock: %w", path, err)
 		}
