@@ -144,6 +144,11 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusMethodNotAllowed, metrics.ReasonMethod, "method not allowed: use POST")
 		return
 	}
+	release, ok := acquireBody(r, h.opts.MaxBodyBytes, refuse) // bodies.go: bounds the bodies held at once
+	defer release()
+	if !ok {
+		return
+	}
 	body, err := readLimited(r, h.opts.MaxBodyBytes)
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
