@@ -110,7 +110,11 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		Wake:      s.worker.Wake,
 		Sources:   githook.Sources{Allowed: cfg.AllowedSources, Trusted: cfg.TrustedProxies},
 	}, s.store, m, log)
-	log.Info("ciwebhook ready", "ledger_backend", cfg.LedgerBackend, "ledger_path", cfg.LedgerPath,
+	where := cfg.LedgerPath
+	if cfg.LedgerBackend == config.BackendPostgres {
+		where = "DATABASE_URL" // the URL itself is a secret
+	}
+	log.Info("ciwebhook ready", "ledger_backend", cfg.LedgerBackend, "ledger", where,
 		"slack", slackMode, "secrets", len(secrets))
 	return s, nil
 }
