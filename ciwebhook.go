@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ciwebhook/ciwebhook/internal/config"
 	"github.com/ciwebhook/ciwebhook/internal/githook"
@@ -77,6 +78,8 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
+		// A registry of our own also shows the process (go_goroutines, process_open_fds, ...).
+		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	m := metrics.New(opts.Registry)
 
