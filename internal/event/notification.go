@@ -51,10 +51,41 @@ type Notification struct {
 	Duration time.Duration `json:"duration,omitempty"`
 
 	// Pull requests.
-	Base string `json:"base,omitempty"`
-	Head string `json:"head,omitempty"`
+	Author string `json:"author,omitempty"` // who opened it (Actor is who acted)
+	Base   string `json:"base,omitempty"`
+	Head   string `json:"head,omitempty"`
 
 	// Check suites: check runs seen, by conclusion, and the failed ones' names.
 	Counts map[Outcome]int `json:"counts,omitempty"`
 	Failed []string        `json:"failed,omitempty"`
+
+	// Jobs are a failed workflow run's failed jobs (at most MaxJobs), from
+	// the workflow_job deliveries recorded under the run.
+	Jobs []Job `json:"jobs,omitempty"`
+	// MoreJobs counts failed jobs beyond Jobs.
+	MoreJobs int `json:"more_jobs,omitempty"`
+
+	// Mentions are Slack user IDs resolved from SLACK_MENTIONS when the
+	// message was decided; the renderer writes them as <@ID>. They never
+	// come from GitHub text.
+	Mentions []string `json:"mentions,omitempty"`
+
+	// Change is set in NOTIFY_MODE=changes: "failed" (a new failure) or
+	// "fixed" (a success after failures).
+	Change string `json:"change,omitempty"`
+	// BrokenFor and BrokenRuns say, on a "fixed" message, how long and for
+	// how many runs the subject was failing.
+	BrokenFor  time.Duration `json:"broken_for,omitempty"`
+	BrokenRuns int           `json:"broken_runs,omitempty"`
+}
+
+// MaxJobs is how many failed jobs a message lists by name.
+const MaxJobs = 5
+
+// Job is one failed job of a workflow run.
+type Job struct {
+	Name     string        `json:"name"`
+	Step     string        `json:"step,omitempty"` // the first failed step
+	Duration time.Duration `json:"duration,omitempty"`
+	URL      string        `json:"url,omitempty"`
 }

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // payloadDir is the shared corpus of real GitHub payloads, kept outside the
@@ -188,6 +189,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/289782451",
 				Branches: []string{"master"}, Actor: "Codertocat",
 				Key: "suite:1291536064", SuiteID: 1291536064,
+				Run: &RunInfo{ID: 289782451, Attempt: 1, Number: 163, WorkflowID: 2823525},
 				Note: &Notification{
 					Kind: "workflow_run", Outcome: Success, Title: "test", Repo: "octo-org/octo-repo",
 					Branch: "master", Actor: "Codertocat", SHA: wrSHA,
@@ -204,6 +206,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				Status: "completed", Conclusion: "action_required",
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/289782451",
 				Branches: []string{"master"}, Actor: "Codertocat", SuiteID: 1291536064,
+				Run: &RunInfo{ID: 289782451, Attempt: 1, Number: 163, WorkflowID: 2823525},
 			},
 		},
 		{
@@ -270,10 +273,10 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 			file: "pull_request/opened.payload.json",
 			want: Summary{
 				Action: "opened", Repo: "Codertocat/Hello-World", Ref: "master", Status: "open",
-				URL: prURL, Branches: []string{"master"}, Actor: "Codertocat",
+				URL: prURL, Branches: []string{"master"}, Actor: "Codertocat", Subject: "pr:codertocat/hello-world#2",
 				Note: &Notification{
 					Kind: "pull_request", Outcome: Opened, Title: title, Repo: "Codertocat/Hello-World",
-					Actor: "Codertocat", SHA: csSHA, URL: prURL, Number: 2, Base: "master", Head: "changes",
+					Actor: "Codertocat", SHA: csSHA, URL: prURL, Number: 2, Author: "Codertocat", Base: "master", Head: "changes",
 				},
 			},
 		},
@@ -281,10 +284,10 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 			file: "pull_request/closed.payload.json",
 			want: Summary{
 				Action: "closed", Repo: "Codertocat/Hello-World", Ref: "master", Status: "closed",
-				URL: prURL, Branches: []string{"master"}, Actor: "Codertocat",
+				URL: prURL, Branches: []string{"master"}, Actor: "Codertocat", Subject: "pr:codertocat/hello-world#2",
 				Note: &Notification{
 					Kind: "pull_request", Outcome: Closed, Title: title, Repo: "Codertocat/Hello-World",
-					Actor: "Codertocat", SHA: csSHA, URL: prURL, Number: 2, Base: "master", Head: "changes",
+					Actor: "Codertocat", SHA: csSHA, URL: prURL, Number: 2, Author: "Codertocat", Base: "master", Head: "changes",
 				},
 			},
 		},
@@ -292,7 +295,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 			file: "pull_request/labeled.payload.json",
 			want: Summary{
 				Action: "labeled", Repo: "Codertocat/Hello-World", Ref: "master", Status: "open",
-				URL: prURL, Branches: []string{"master"}, Actor: "Codertocat",
+				URL: prURL, Branches: []string{"master"}, Actor: "Codertocat", Subject: "pr:codertocat/hello-world#2",
 			},
 		},
 		{
@@ -320,7 +323,18 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 		},
 		{
 			file: "workflow_job/completed.failure.with-organization.payload.json",
-			want: Summary{Action: "completed", Repo: "Codertocat/Hello-World", Actor: "Codertocat"},
+			// Recorded under its run, never posted alone; the job row keeps
+			// the first failed step and the duration for the run's message.
+			want: Summary{
+				Action: "completed", Repo: "Codertocat/Hello-World", Ref: "main", Workflow: "linters",
+				Status: "completed", Conclusion: "failure", URL: "https://github.com/octo-org/octo-repo/runs/1291536064",
+				Branches: []string{"main"}, Actor: "Codertocat", Subject: "run:2202229078",
+				Kept: &Notification{
+					Kind: "workflow_job", Outcome: Failure, Title: "linters", Repo: "Codertocat/Hello-World",
+					Branch: "main", Actor: "Codertocat", URL: "https://github.com/octo-org/octo-repo/runs/1291536064",
+					Number: 1, Detail: "Run yarn run format-check", Duration: 3*time.Minute + 18*time.Second,
+				},
+			},
 		},
 	}
 	for _, tt := range tests {

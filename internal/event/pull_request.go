@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 )
 
@@ -50,6 +51,18 @@ func summarizePullRequest(body []byte) (Summary, error) {
 	}
 	s.URL = strings.TrimSpace(pr.HTMLURL)
 
+	number := pr.Number
+	if number == 0 {
+		number = p.Number
+	}
+	author := pr.User.login()
+	// Every delivery of a pull request is kept under it, so that a failing
+	// workflow run for the PR (whose payload has only the PR's number) can
+	// mention the PR's author, read from the Author of a posted message.
+	if number > 0 && s.Repo != "" {
+		s.Subject = PRSubject(s.Repo, number)
+	}
+
 	var outcome Outcome
 	actor := s.Actor
 	switch s.Action {
@@ -70,10 +83,6 @@ func summarizePullRequest(body []byte) (Summary, error) {
 	default:
 		return s, nil
 	}
-	number := pr.Number
-	if number == 0 {
-		number = p.Number
-	}
 	// Branch stays empty: Base and Head say it, as "base ← head".
 	s.Note = &Notification{
 		Kind:    "pull_request",
@@ -84,6 +93,7 @@ func summarizePullRequest(body []byte) (Summary, error) {
 		SHA:     strings.TrimSpace(pr.Head.SHA),
 		URL:     s.URL,
 		Number:  number,
+		Author:  author,
 		Base:    base,
 		Head:    headName(pr.Head, pr.Base.Repo.fullName(), s.Repo),
 	}
@@ -103,4 +113,10 @@ func headName(head prBranch, baseRepo, repo string) string {
 		return ref
 	}
 	return label
+}
+
+// PRSubject groups the deliveries of one pull request. Repository names are
+// case-insensitive.
+func PRSubject(repo string, number int) string {
+	return "pr:" + strings.ToLower(repo) + "#" + strconv.Itoa(number)
 }

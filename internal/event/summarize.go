@@ -30,6 +30,8 @@ func Summarize(event string, body []byte, opts Options) (Summary, error) {
 	switch event {
 	case "workflow_run":
 		s, err = summarizeWorkflowRun(body)
+	case "workflow_job":
+		s, err = summarizeWorkflowJob(body)
 	case "check_suite":
 		s, err = summarizeCheckSuite(body)
 	case "check_run":

@@ -33,7 +33,7 @@ func TestSummarizeTestdata(t *testing.T) {
 				Action: "completed", Repo: "octo-org/octo-repo", Ref: "feature/pg", Workflow: "ci.yml", WorkflowPath: ".github/workflows/ci.yml",
 				Status: "completed", Conclusion: "startup_failure",
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/42",
-				Branches: []string{"feature/pg"}, Actor: "alice",
+				Branches: []string{"feature/pg"}, Actor: "alice", Run: &RunInfo{Attempt: 1, Number: 7},
 				Note: &Notification{
 					Kind: "workflow_run", Outcome: Failure, Title: "ci.yml", Repo: "octo-org/octo-repo",
 					Branch: "feature/pg", Actor: "alice", SHA: "0123456789abcdef0123456789abcdef01234567",
@@ -66,10 +66,11 @@ func TestSummarizeTestdata(t *testing.T) {
 			want: Summary{
 				Action: "closed", Repo: "octo-org/octo-repo", Ref: "main", Status: "closed", Conclusion: "merged",
 				URL: "https://github.com/octo-org/octo-repo/pull/42", Branches: []string{"main"}, Actor: "octocat",
+				Subject: "pr:octo-org/octo-repo#42",
 				Note: &Notification{
 					Kind: "pull_request", Outcome: Merged, Title: "Add PostgreSQL ledger <!channel>",
 					Repo: "octo-org/octo-repo", Actor: "octocat", SHA: "2222222222222222222222222222222222222222",
-					URL: "https://github.com/octo-org/octo-repo/pull/42", Number: 42,
+					URL: "https://github.com/octo-org/octo-repo/pull/42", Number: 42, Author: "contributor",
 					Base: "main", Head: "contributor:feature/pg",
 				},
 			},

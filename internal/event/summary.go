@@ -37,7 +37,30 @@ type Summary struct {
 	// delivery belongs to (0 when none).
 	SuiteID int64
 
+	// Run is a workflow run's identity, for the jobs and change judgements
+	// that look it up; nil for other events. It is not stored.
+	Run *RunInfo
+
+	// Kept is what a row that posts nothing still keeps for a later
+	// delivery to read (a workflow_job: its failed step and duration). It
+	// is stored in the row's Message column, which the worker reads only
+	// for Pending rows, and it is a Notification so that an operator's
+	// explicit "ledger retry" of such a row still posts something sensible.
+	Kept *Notification
+
 	// Note is the message to post; nil when there is nothing to say (an
 	// unsupported event or action), and the delivery is recorded as ignored.
 	Note *Notification
+}
+
+// RunInfo identifies one workflow run.
+type RunInfo struct {
+	ID      int64
+	Attempt int
+	Number  int
+	// PullRequests are the numbers of the pull requests the run is for
+	// (GitHub sends numbers only, not authors).
+	PullRequests []int
+	// WorkflowID tells workflows apart when two share a name.
+	WorkflowID int64
 }

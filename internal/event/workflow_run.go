@@ -18,12 +18,18 @@ type workflowRunPayload struct {
 		Status       string `json:"status"`
 		Conclusion   string `json:"conclusion"`
 		HTMLURL      string `json:"html_url"`
+		ID           int64  `json:"id"`
 		RunNumber    int    `json:"run_number"`
-		CheckSuiteID int64  `json:"check_suite_id"`
-		RunStartedAt Time   `json:"run_started_at"`
-		UpdatedAt    Time   `json:"updated_at"`
-		Actor        *user  `json:"actor"`
-		Triggering   *user  `json:"triggering_actor"`
+		RunAttempt   int    `json:"run_attempt"`
+		WorkflowID   int64  `json:"workflow_id"`
+		PullRequests []struct {
+			Number int `json:"number"`
+		} `json:"pull_requests"`
+		CheckSuiteID int64 `json:"check_suite_id"`
+		RunStartedAt Time  `json:"run_started_at"`
+		UpdatedAt    Time  `json:"updated_at"`
+		Actor        *user `json:"actor"`
+		Triggering   *user `json:"triggering_actor"`
 		HeadCommit   *struct {
 			Message string `json:"message"`
 		} `json:"head_commit"`
@@ -61,6 +67,12 @@ func summarizeWorkflowRun(body []byte) (Summary, error) {
 	s.URL = strings.TrimSpace(run.HTMLURL)
 	s.Branches = branches(branch)
 	s.SuiteID = run.CheckSuiteID
+	s.Run = &RunInfo{ID: run.ID, Attempt: max(run.RunAttempt, 1), Number: run.RunNumber, WorkflowID: run.WorkflowID}
+	for _, pr := range run.PullRequests {
+		if pr.Number > 0 {
+			s.Run.PullRequests = append(s.Run.PullRequests, pr.Number)
+		}
+	}
 	// Whoever re-ran a workflow is who the reader wants to see, not the
 	// author of the original run.
 	s.Actor = firstNonEmpty(run.Triggering.login(), run.Actor.login(), s.Actor)

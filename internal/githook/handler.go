@@ -345,6 +345,15 @@ func newDelivery(guid, name string, now time.Time, s *event.Summary, state ledge
 			return nil, err
 		}
 		d.Message = msg
+	} else if s.Kept != nil && state == ledger.Ignored {
+		// A row that posts nothing may still keep what a later delivery
+		// reads (a job's failed step, a PR's author). The worker reads
+		// Message only from Pending rows, so it is never posted unasked.
+		msg, err := json.Marshal(s.Kept)
+		if err != nil {
+			return nil, err
+		}
+		d.Message = msg
 	}
 	return d, nil
 }

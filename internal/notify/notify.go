@@ -6,8 +6,10 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,6 +26,10 @@ type Filters struct {
 	IgnoreActors     []string
 	AllowedWorkflows []string
 	IgnoredWorkflows []string
+
+	// Mentions maps lowercased GitHub logins to Slack user IDs
+	// (SLACK_MENTIONS): who is mentioned on a failure.
+	Mentions map[string]string
 }
 
 // Decision is what becomes of a delivery.
@@ -65,7 +71,87 @@ func (p *Policy) Decide(ctx context.Context, s *event.Summary) (Decision, error)
 			return Decision{}, err
 		}
 	}
+	if s.Note.Kind == "workflow_run" && failed[s.Note.Outcome] && p.subjects != nil && s.Run != nil && s.Run.ID != 0 {
+		if err := p.failedJobs(ctx, s); err != nil {
+			return Decision{}, err
+		}
+	}
+	if err := p.mention(ctx, s); err != nil {
+		return Decision{}, err
+	}
 	return Decision{State: ledger.Pending}, nil
+}
+
+// failedJobs lists a failed run's failed jobs from the workflow_job rows
+// recorded under it. A re-run's message is about its own attempt, so jobs
+// of other attempts are left out; within an attempt the latest row of a
+// job name wins (rows are in order of arrival).
+func (p *Policy) failedJobs(ctx context.Context, s *event.Summary) error {
+	rows, err := p.subjects.Subject(ctx, event.RunSubject(s.Run.ID))
+	if err != nil {
+		return fmt.Errorf("list jobs of run %d: %w", s.Run.ID, err)
+	}
+	var names []string
+	latest := map[string]event.Notification{}
+	for _, r := range rows {
+		job, ok := event.JobOf(r.Message)
+		if !ok || (job.Number != 0 && job.Number != s.Run.Attempt) {
+			continue
+		}
+		if _, seen := latest[job.Title]; !seen {
+			names = append(names, job.Title)
+		}
+		latest[job.Title] = job
+	}
+	s.Note.Jobs, s.Note.MoreJobs = nil, 0
+	for _, name := range names { // in the order the jobs first reported
+		job := latest[name]
+		if !failed[job.Outcome] {
+			continue
+		}
+		if len(s.Note.Jobs) == event.MaxJobs {
+			s.Note.MoreJobs++
+			continue
+		}
+		s.Note.Jobs = append(s.Note.Jobs, event.Job{Name: job.Title, Step: job.Detail, Duration: job.Duration, URL: job.URL})
+	}
+	return nil
+}
+
+// mentionKinds are the notifications that may mention someone, on failure.
+var mentionKinds = map[string]bool{"workflow_run": true, "check_suite": true, "check_run": true, "status": true}
+
+// mention resolves who a failure message mentions: the actor and, for a
+// pull-request run, the PR's author when a delivery of that PR was posted
+// (workflow_run payloads carry PR numbers only). Successes mention nobody.
+func (p *Policy) mention(ctx context.Context, s *event.Summary) error {
+	s.Note.Mentions = nil
+	if len(p.f.Mentions) == 0 || !mentionKinds[s.Note.Kind] || !failed[s.Note.Outcome] {
+		return nil
+	}
+	logins := []string{s.Note.Actor}
+	if s.Run != nil && p.subjects != nil {
+		for _, n := range s.Run.PullRequests {
+			rows, err := p.subjects.Subject(ctx, event.PRSubject(s.Repo, n))
+			if err != nil {
+				return fmt.Errorf("find the author of pull request %d: %w", n, err)
+			}
+			for i := len(rows) - 1; i >= 0; i-- {
+				var pr event.Notification
+				if json.Unmarshal(rows[i].Message, &pr) == nil && pr.Author != "" {
+					logins = append(logins, pr.Author)
+					break
+				}
+			}
+		}
+	}
+	for _, login := range logins {
+		id, ok := p.f.Mentions[strings.ToLower(login)]
+		if ok && !slices.Contains(s.Note.Mentions, id) {
+			s.Note.Mentions = append(s.Note.Mentions, id)
+		}
+	}
+	return nil
 }
 
 // filter returns why s is filtered out, or "".

@@ -2,9 +2,11 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ciwebhook/ciwebhook/internal/event"
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
@@ -119,4 +121,97 @@ type failing struct{}
 
 func (failing) Subject(context.Context, string) ([]ledger.Delivery, error) {
 	return nil, errors.New("disk on fire")
+}
+
+func jobRow(t *testing.T, name string, o event.Outcome, attempt int, step string) ledger.Delivery {
+	t.Helper()
+	msg, err := json.Marshal(event.Notification{Kind: "workflow_job", Outcome: o, Title: name, Number: attempt,
+		Detail: step, Duration: time.Minute, URL: "https://github.com/o/r/runs/" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ledger.Delivery{Event: "workflow_job", Workflow: name, Conclusion: string(o), Message: msg, State: ledger.Ignored}
+}
+
+// A failed run lists its attempt's failed jobs, latest result per job, at
+// most MaxJobs of them, in the order the jobs first reported.
+func TestFailedJobs(t *testing.T) {
+	t.Parallel()
+	rows := []ledger.Delivery{
+		jobRow(t, "flaky", event.Failure, 1, "old attempt"),
+		jobRow(t, "lint", event.Failure, 2, "golangci-lint"),
+		jobRow(t, "build", event.Success, 2, ""),
+		jobRow(t, "flaky", event.Success, 2, ""),
+		{Event: "workflow_job", Workflow: "queued-only", Message: nil},
+	}
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		rows = append(rows, jobRow(t, name, event.TimedOut, 2, "step "+name))
+	}
+	rows = append(rows, jobRow(t, "lint", event.Failure, 2, "golangci-lint again"))
+	p := New(Filters{}, subjects{event.RunSubject(77): rows})
+
+	s := summary("workflow_run", "o/r", "main")
+	s.Note.Outcome = event.Failure
+	s.Run = &event.RunInfo{ID: 77, Attempt: 2}
+	if _, err := p.Decide(context.Background(), &s); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, j := range s.Note.Jobs {
+		names = append(names, j.Name+"/"+j.Step)
+	}
+	want := []string{"lint/golangci-lint again", "a/step a", "b/step b", "c/step c", "d/step d"}
+	if !slices.Equal(names, want) || s.Note.MoreJobs != 1 {
+		t.Errorf("jobs %v + %d more, want %v + 1", names, s.Note.MoreJobs, want)
+	}
+	if s.Note.Jobs[0].Duration != time.Minute || s.Note.Jobs[0].URL != "https://github.com/o/r/runs/lint" {
+		t.Errorf("job details lost: %+v", s.Note.Jobs[0])
+	}
+
+	// A success lists no jobs, whatever is recorded.
+	ok := summary("workflow_run", "o/r", "main")
+	ok.Note.Outcome = event.Success
+	ok.Run = &event.RunInfo{ID: 77, Attempt: 2}
+	if _, err := p.Decide(context.Background(), &ok); err != nil || len(ok.Note.Jobs) != 0 {
+		t.Errorf("success lists jobs %+v (%v)", ok.Note.Jobs, err)
+	}
+}
+
+// Failures mention the actor and a PR run's author, by Slack ID; successes
+// and unknown logins mention nobody.
+func TestMentions(t *testing.T) {
+	t.Parallel()
+	prMsg, _ := json.Marshal(event.Notification{Kind: "pull_request", Outcome: event.Opened, Author: "Alice", Actor: "alice"})
+	subs := subjects{event.PRSubject("O/R", 5): {{Event: "pull_request", Message: prMsg}}}
+	p := New(Filters{Mentions: map[string]string{"octocat": "U0123", "alice": "U0456"}}, subs)
+	cases := []struct {
+		kind    string
+		outcome event.Outcome
+		prs     []int
+		actor   string
+		want    []string
+	}{
+		{"workflow_run", event.Failure, []int{5}, "OctoCat", []string{"U0123", "U0456"}},
+		{"workflow_run", event.TimedOut, []int{6}, "octocat", []string{"U0123"}},
+		{"workflow_run", event.Failure, []int{5}, "alice", []string{"U0456"}},
+		{"workflow_run", event.Success, []int{5}, "octocat", nil},
+		{"workflow_run", event.Cancelled, nil, "octocat", nil},
+		{"status", event.Failure, nil, "octocat", []string{"U0123"}},
+		{"check_suite", event.Failure, nil, "stranger", nil},
+		{"check_run", event.TimedOut, nil, "octocat", []string{"U0123"}},
+		{"pull_request", event.Closed, nil, "octocat", nil},
+	}
+	for _, tc := range cases {
+		s := summary(tc.kind, "o/r", "main")
+		s.Note.Outcome, s.Note.Actor = tc.outcome, tc.actor
+		if tc.kind == "workflow_run" {
+			s.Run = &event.RunInfo{ID: 1, Attempt: 1, PullRequests: tc.prs}
+		}
+		if _, err := p.Decide(context.Background(), &s); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(s.Note.Mentions, tc.want) {
+			t.Errorf("%s %s by %s, PRs %v: mentions %v, want %v", tc.kind, tc.outcome, tc.actor, tc.prs, s.Note.Mentions, tc.want)
+		}
+	}
 }

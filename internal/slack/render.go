@@ -4,6 +4,7 @@
 package slack
 
 import (
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -110,6 +111,9 @@ const maxFailedListed = 10
 // one link.
 func Render(n event.Notification) Message {
 	l := lookOf(n.Outcome)
+	if n.Change == "fixed" {
+		l = look{"✅", "fixed"}
+	}
 	w := sectionWidths
 
 	section := l.emoji + " *" + headline(n, l, w) + "*"
@@ -122,11 +126,92 @@ func Render(n event.Notification) Message {
 		}
 	}
 
+	if s := fixedLine(n); s != "" {
+		section += "\n" + s
+	}
+	// Mentions go in the section, where Slack notifies for them, and in the
+	// fallback, which is what a phone shows.
+	cc := mentions(n.Mentions)
+	if cc != "" {
+		section += "\n" + cc
+	}
+
 	blocks := []Block{{Type: "section", Text: mrkdwn(clip(section, maxSectionText))}}
+	if jobs := jobsSection(n, w); jobs != "" {
+		blocks = append(blocks, Block{Type: "section", Text: mrkdwn(clip(jobs, maxSectionText))})
+	}
 	if ctx := contextLine(n, w); ctx != "" {
 		blocks = append(blocks, Block{Type: "context", Elements: []*Text{mrkdwn(clip(ctx, maxContextText))}})
 	}
-	return Message{Text: fallback(n, l), Blocks: blocks}
+	text := fallback(n, l)
+	if cc != "" {
+		text = clip(text, maxFallbackText-len(cc)-1) + " " + cc
+	}
+	return Message{Text: text, Blocks: blocks}
+}
+
+// slackUserID is the shape of a Slack user ID. Config validates
+// SLACK_MENTIONS already; the check here keeps a tampered ledger row from
+// writing <!channel> or any other markup through the mention syntax.
+var slackUserID = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+
+// mentions writes the resolved Slack user IDs as mentions, "cc <@U0123>".
+func mentions(ids []string) string {
+	var parts []string
+	for _, id := range ids {
+		if slackUserID.MatchString(id) && len(parts) < maxMentions {
+			parts = append(parts, "<@"+id+">")
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "cc " + strings.Join(parts, " ")
+}
+
+const maxMentions = 10
+
+// fixedLine says how long a "fixed" subject was broken (NOTIFY_MODE=changes).
+func fixedLine(n event.Notification) string {
+	if n.Change != "fixed" || n.BrokenRuns <= 0 {
+		return ""
+	}
+	runs := "1 failed run"
+	if n.BrokenRuns > 1 {
+		runs = strconv.Itoa(n.BrokenRuns) + " failed runs"
+	}
+	if d := duration(n.BrokenFor); d != "" {
+		return "Broken for " + d + " (" + runs + ")"
+	}
+	return "Broken for " + runs
+}
+
+// jobsSection lists a failed run's failed jobs: name (linked), the first
+// failed step and how long the job took, one line each.
+func jobsSection(n event.Notification, w widths) string {
+	if n.Kind != "workflow_run" || len(n.Jobs) == 0 {
+		return ""
+	}
+	lines := []string{"*Failed jobs*"}
+	for i, j := range n.Jobs {
+		if i == event.MaxJobs {
+			break
+		}
+		name := or(field(j.Name, w.check), "job")
+		if u := linkURL(j.URL); u != "" {
+			name = "<" + u + "|" + name + ">"
+		}
+		var step string
+		if s := field(j.Step, w.check); s != "" {
+			step = "step “" + s + "”"
+		}
+		lines = append(lines, "• "+join(" · ", name, step, duration(j.Duration)))
+	}
+	extra := n.MoreJobs + max(len(n.Jobs)-event.MaxJobs, 0)
+	if extra > 0 {
+		lines = append(lines, "and "+strconv.Itoa(extra)+" more")
+	}
+	return strings.Join(lines, "\n")
 }
 
 // headline says what happened and where, without the emoji:

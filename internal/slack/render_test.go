@@ -93,6 +93,25 @@ var goldenCases = []struct {
 		Kind: "status", Outcome: event.Pending, Title: "security/snyk", Repo: repo, Branch: "main",
 		Actor: "octocat", SHA: sha, Detail: "Waiting for status to be reported",
 	}},
+	{"workflow_run_failure_jobs", event.Notification{
+		Kind: "workflow_run", Outcome: event.Failure, Title: "CI", Repo: repo, Branch: "main",
+		Actor: "octocat", SHA: sha, Number: 165, Detail: "Add workflow_job support",
+		Duration: 6*time.Minute + 3*time.Second, URL: "https://github.com/octo-org/octo-repo/actions/runs/30433670",
+		Jobs: []event.Job{
+			{Name: "test (ubuntu-latest, 1.26)", Step: "Run go test ./...", Duration: 4*time.Minute + 50*time.Second,
+				URL: "https://github.com/octo-org/octo-repo/actions/runs/30433670/job/1"},
+			{Name: "lint", Step: "golangci-lint", Duration: 41 * time.Second,
+				URL: "https://github.com/octo-org/octo-repo/actions/runs/30433670/job/2"},
+		},
+		MoreJobs: 2,
+		Mentions: []string{"U0123ABC", "W0456DEF"},
+	}},
+	{"workflow_run_fixed", event.Notification{
+		Kind: "workflow_run", Outcome: event.Success, Change: "fixed", Title: "CI", Repo: repo, Branch: "main",
+		Actor: "octocat", SHA: sha, Number: 168, Detail: "Fix the flaky test for good",
+		Duration: 3*time.Minute + 2*time.Second, URL: "https://github.com/octo-org/octo-repo/actions/runs/30433680",
+		BrokenFor: 2*time.Hour + 14*time.Minute, BrokenRuns: 3,
+	}},
 }
 
 func marshalIndent(t testing.TB, m Message) []byte {
@@ -398,6 +417,13 @@ func fill(kind string, o event.Outcome, s string) event.Notification {
 // that could end it early, and a fixed label.
 var ourLink = regexp.MustCompile(`<https?://[^\s<>|]+\|View [A-Za-z ]+>`)
 
+// jobLink is a failed job's line in a run's jobs section: our link around
+// an escaped job name. mention is a Slack user ID from SLACK_MENTIONS.
+var (
+	jobLink = regexp.MustCompile(`(?m)^• <https?://[^\s<>|]+\|[^<>\n]*>`)
+	mention = regexp.MustCompile(`<@[UW][A-Z0-9]{2,}>`)
+)
+
 var entity = regexp.MustCompile(`&(amp|lt|gt);`)
 
 // checkMessage asserts what Slack requires and what keeps hostile text
@@ -452,9 +478,9 @@ func checkText(t testing.TB, where, s string, max int, links bool) {
 	if strings.ContainsAny(s, "\n\r\t") && where != "section" {
 		t.Errorf("%s: not one line: %.300q", where, s)
 	}
-	bare := s
+	bare := mention.ReplaceAllString(s, "")
 	if links {
-		bare = ourLink.ReplaceAllString(s, "")
+		bare = jobLink.ReplaceAllString(ourLink.ReplaceAllString(bare, ""), "")
 	}
 	if strings.ContainsAny(bare, "<>") {
 		t.Errorf("%s: raw < or > outside our links: %.300q", where, s)
@@ -495,8 +521,10 @@ func FuzzRender(f *testing.F) {
 			Kind: kinds[int(kind)%len(kinds)], Outcome: outcomes[int(outcome)%len(outcomes)],
 			Title: title, Repo: repo, Branch: branch, Actor: actor, SHA: sha, URL: url, Number: num,
 			Detail: detail, Duration: time.Duration(dur), Base: branch, Head: title,
-			Counts: map[event.Outcome]int{event.Outcome(title): 1, event.Failure: num},
-			Failed: []string{title, detail, actor},
+			Counts:   map[event.Outcome]int{event.Outcome(title): 1, event.Failure: num},
+			Failed:   []string{title, detail, actor},
+			Jobs:     []event.Job{{Name: title, Step: detail, URL: url, Duration: time.Duration(dur)}},
+			Mentions: []string{actor, branch},
 		}
 		checkMessage(t, Render(n))
 	})
@@ -528,5 +556,48 @@ func TestRenderRealPayloads(t *testing.T) {
 	}
 	if notes < 20 {
 		t.Errorf("only %d payloads notify; the corpus has more", notes)
+	}
+}
+
+// TestRenderJobsAndMentions pins what the jobs section and the mentions can
+// and cannot carry: GitHub text stays inert, only Slack IDs become mentions.
+func TestRenderJobsAndMentions(t *testing.T) {
+	n := event.Notification{
+		Kind: "workflow_run", Outcome: event.Failure, Title: "CI", Repo: repo, Branch: "main", Actor: "<!channel>",
+		Jobs: []event.Job{
+			{Name: "build <!here>", Step: "Run <@U999> ghp_0123456789abcdef0123456789abcdef0123", Duration: 90 * time.Second,
+				URL: "https://github.com/o/r/actions/runs/1/job/2?a=b|c>d"},
+			{Name: "b"}, {Name: "c"}, {Name: "d"}, {Name: "e"}, {Name: "f"},
+		},
+		Mentions: []string{"U0123", "<!channel>", "u0456", "W0789"},
+	}
+	m := Render(n)
+	if len(m.Blocks) != 3 || m.Blocks[1].Type != "section" {
+		t.Fatalf("want a jobs section between the headline and the context: %+v", m.Blocks)
+	}
+	jobs := m.Blocks[1].Text.Text
+	for _, bad := range []string{"<!here>", "<@U999>", "ghp_0123", "|c>"} {
+		if strings.Contains(jobs, bad) {
+			t.Errorf("jobs section carries %q: %s", bad, jobs)
+		}
+	}
+	for _, want := range []string{"*Failed jobs*", "build &lt;!here&gt;", "1m 30s", "and 1 more", "• e"} {
+		if !strings.Contains(jobs, want) {
+			t.Errorf("jobs section lacks %q: %s", want, jobs)
+		}
+	}
+	if strings.Contains(jobs, "• f") {
+		t.Errorf("more than %d jobs listed: %s", event.MaxJobs, jobs)
+	}
+	head := m.Blocks[0].Text.Text
+	if !strings.Contains(head, "cc <@U0123> <@W0789>") || strings.Contains(head, "<!channel>") || strings.Contains(head, "u0456") {
+		t.Errorf("mentions: %s", head)
+	}
+	if !strings.HasSuffix(m.Text, "cc <@U0123> <@W0789>") {
+		t.Errorf("fallback lacks the mentions: %s", m.Text)
+	}
+	n.Outcome, n.Jobs, n.Mentions = event.Success, nil, nil
+	if m := Render(n); strings.Contains(m.Blocks[0].Text.Text, "<@") || len(m.Blocks) != 2 {
+		t.Errorf("a success with no jobs or mentions: %+v", m.Blocks)
 	}
 }
