@@ -17,7 +17,7 @@ import (
 
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
 
-	msqlite "modernc.org/sqlite" // and registers the "sqlite" driver
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // schema extends DESIGN.md's seed table; it never drops a seed column.
@@ -162,14 +162,6 @@ func Open(ctx context.Context, path string, limit int) (*Store, error) {
 	if err != nil {
 		return fail("", err)
 	}
-	// Commit with fdatasync(2) rather than fsync(2), as SQLite does on
-	// every Linux build of its own (this transpiled one keeps fsync unless
-	// told). fdatasync writes the data and what is needed to read it back,
-	// the file size included, so durability is the same; it skips the
-	// timestamp update, whose journal commit made the slowest syncs take
-	// 20-130 ms where fdatasync's took under 8 (docs/PERFORMANCE.md). The
-	// switch is process-wide; where fdatasync does not exist it stays off.
-	msqlite.Fdatasync(true)
 	s := &Store{
 		w: w, r: r, ckpt: ckpt, limit: limit, stmts: stmts,
 		kick:        make(chan struct{}, 1),
