@@ -12,9 +12,11 @@
 #
 # The machine may be shared: each line also shows how much of the machine's
 # CPU time went to everything else during the run ("others", from
-# /proc/stat less the server and the load generator; steal included).
-# Trust rounds where it is low; compare ratios within a round, not absolute
-# figures across runs.
+# /proc/stat less the server and the load generator; steal included) and
+# how much everything else wrote to the ledger's disk (/proc/diskstats less
+# the server's write_bytes; other writers' syncs slow the ledger's).
+# Trust rounds where both are low; compare ratios within a round, not
+# absolute figures across runs.
 #
 # ciwebhook runs as shipped: the SQLite ledger (WAL, synchronous=FULL) in a
 # temporary folder, log-only Slack (no SLACK_WEBHOOK_URL), LEDGER_LIMIT at
@@ -113,14 +115,18 @@ busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 NCPU=$(nproc)
-# measure CMD...: runs the load generator CMD, sets out to its output and
+DISK=$(basename "$(df --output=source "$work" | tail -n1)")
+written() { awk -v d="$DISK" '$3 == d {print $10 * 512; f = 1} END {if (!f) print 0}' /proc/diskstats; }
+wbytes() { awk '/^write_bytes:/ {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
+# measure CMD...: runs the load generator CMD, sets out to its output,
 # others to the percentage of the machine's CPU time that neither it nor
-# the server (pid) used meanwhile.
+# the server (pid) used meanwhile, and otherio to what others wrote (MB).
 measure() {
-  local b0 s0 t0 b1 s1 t1 load
-  b0=$(busy); s0=$(ticks "$pid"); t0=$(date +%s.%N)
+  local b0 s0 t0 b1 s1 t1 load w0 w1 o0 o1
+  b0=$(busy); s0=$(ticks "$pid"); t0=$(date +%s.%N); w0=$(written); o0=$(wbytes "$pid")
   out=$( { TIMEFORMAT="%U %S"; time "$@" 2>>"$work/load.log"; } 2>"$work/time"; ) || true
-  b1=$(busy); s1=$(ticks "$pid"); t1=$(date +%s.%N)
+  b1=$(busy); s1=$(ticks "$pid"); t1=$(date +%s.%N); w1=$(written); o1=$(wbytes "$pid")
+  otherio=$(awk "BEGIN { o = ($w1 - $w0 - ($o1 - $o0)) / 1048576; if (o < 0) o = 0; printf \"%.0f\", o }")
   load=$(awk '{print $1+$2}' "$work/time")
   others=$(awk -v b=$((b1-b0)) -v s=$((s1-s0)) -v l="$load" -v hz="$HZ" -v n="$NCPU" -v dt="$(awk "BEGIN{print $t1-$t0}")" \
     'BEGIN { o = ((b - s) / hz - l) / (n * dt) * 100; if (o < 0) o = 0; printf "%.0f", o }')
@@ -139,8 +145,8 @@ loaded() {
   p99[$name,$round]=$(field "$line" p99_ms)
   stop
   rss[$name,$round]=$peak
-  printf '  %-9s %8s req/s  p50 %7s ms  p99 %7s ms  peak RSS %6.1f MiB  (others %s%%)\n' "$name" "${rps[$name,$round]}" \
-    "${p50[$name,$round]}" "${p99[$name,$round]}" "$(awk "BEGIN{print ${rss[$name,$round]}/1024}")" "$others"
+  printf '  %-9s %8s req/s  p50 %7s ms  p99 %7s ms  peak RSS %5.1f MiB  (others: cpu %s%%, wrote %s MB)\n' "$name" "${rps[$name,$round]}" \
+    "${p50[$name,$round]}" "${p99[$name,$round]}" "$(awk "BEGIN{print ${rss[$name,$round]}/1024}")" "$others" "$otherio"
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -168,9 +174,9 @@ fixedrun() {
   stop
   fixed[$name,$round]=$(field "$line" p99_ms)
   rss[$name,fixed$round]=$peak
-  printf '  %-9s %8s req/s  p50 %7s ms  p90 %7s ms  p99 %7s ms  max %7s ms  peak RSS %6.1f MiB  (others %s%%)\n' "$name" \
+  printf '  %-9s %6s req/s  p50 %6s ms  p90 %6s ms  p99 %7s ms  max %7s ms  peak RSS %5.1f MiB  (others: cpu %s%%, wrote %s MB)\n' "$name" \
     "$(field "$line" rps)" "$(field "$line" p50_ms)" "$(field "$line" p90_ms)" "$(field "$line" p99_ms)" "$(field "$line" max_ms)" \
-    "$(awk "BEGIN{print $peak/1024}")" "$others"
+    "$(awk "BEGIN{print $peak/1024}")" "$others" "$otherio"
 }
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round"
