@@ -4,6 +4,7 @@
 package config
 
 import (
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +51,10 @@ type Config struct {
 	IgnoredWorkflows []string
 	NotifyPending    bool
 
+	// SlackMentions maps lowercased GitHub logins to Slack user IDs
+	// (SLACK_MENTIONS): who a failure message mentions.
+	SlackMentions map[string]string
+
 	LedgerBackend string // sqlite, file or postgres
 	LedgerPath    string
 	DatabaseURL   Secret
@@ -85,7 +91,7 @@ func (e *Error) Error() string { return e.Var + ": " + e.Reason }
 // Setting one stops start-up: a setting that silently does nothing would be
 // worse than none.
 var notYet = []string{
-	"SLACK_MENTIONS", "CONFIG_FILE", "SLACK_BOT_TOKEN",
+	"CONFIG_FILE", "SLACK_BOT_TOKEN",
 }
 
 // Load reads the configuration through getenv (os.Getenv in production).
@@ -121,6 +127,7 @@ func Load(getenv func(string) string) (Config, error) {
 			c.LedgerPath = "data/ledger.jsonl"
 		}
 	}
+	c.SlackMentions = e.mentions("SLACK_MENTIONS")
 	c.Addr = e.addr()
 	c.AllowedSources = e.prefixes("ALLOWED_SOURCE_CIDRS")
 	c.TrustedProxies = e.prefixes("TRUSTED_PROXIES")
@@ -240,6 +247,42 @@ func (e *env) level(name string) slog.Level {
 	return l
 }
 
+// quotedList splits a comma-separated list the way a CSV record is split,
+// so that an item holding a comma, spaces or anything else can be written
+// in double quotes: `"Build, test",deploy,"🚀 Release"`; a quote inside a
+// quoted item is doubled (`"say ""hi"""`). Unquoted items work as before.
+// Blanks around items are trimmed and empty items dropped, but nothing may
+// stand between a closing quote and the next comma. A malformed
+// value (an unclosed quote, a quote inside an unquoted item, more than one
+// line) is an error: guessing would filter the wrong workflows.
+func quotedList(v string) ([]string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil, nil
+	}
+	r := csv.NewReader(strings.NewReader(v))
+	r.TrimLeadingSpace = true
+	r.FieldsPerRecord = -1
+	records, err := r.ReadAll()
+	if err != nil {
+		var pe *csv.ParseError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("is not a comma-separated list (quote items holding commas as \"a, b\"): %v", err)
+	}
+	if len(records) != 1 {
+		return nil, errors.New("must be one line")
+	}
+	var out []string
+	for _, item := range records[0] {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out, nil
+}
+
 // list splits a comma-separated value, trimming blanks and dropping empty
 // items (a trailing comma is harmless).
 func list(v string) []string {
@@ -252,8 +295,14 @@ func list(v string) []string {
 	return out
 }
 
+// globs reads a list of glob patterns. Items may be quoted (quotedList), so
+// workflow names with commas, spaces or emoji can be matched.
 func (e *env) globs(name string) []string {
-	items := list(e.get(name))
+	items, err := quotedList(e.get(name))
+	if err != nil {
+		e.fail(name, err.Error())
+		return nil
+	}
 	for _, g := range items {
 		if !doublestar.ValidatePattern(g) {
 			e.fail(name, fmt.Sprintf("%q is not a valid glob", g))
@@ -272,6 +321,64 @@ func (e *env) repos(name string) []string {
 		items[i] = strings.ToLower(r)
 	}
 	return items
+}
+
+var (
+	slackUserID = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+	// githubLogin is a user login, or an app's "name[bot]".
+	githubLogin = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$`)
+)
+
+// mentions reads login=SlackUserID pairs, comma-separated, or from a file
+// named after an "@" (one pair or several per line, # starts a comment).
+// Logins are case-insensitive on GitHub, so the keys are lowercased.
+func (e *env) mentions(name string) map[string]string {
+	v := strings.TrimSpace(e.get(name))
+	if v == "" {
+		return nil
+	}
+	type line struct {
+		where, text string
+	}
+	var lines []line
+	if file, ok := strings.CutPrefix(v, "@"); ok {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			e.fail(name, fmt.Sprintf("cannot read %s: %v", file, errors.Unwrap(err)))
+			return nil
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			if c := strings.IndexByte(l, '#'); c >= 0 {
+				l = l[:c]
+			}
+			lines = append(lines, line{fmt.Sprintf("%s:%d: ", file, i+1), l})
+		}
+	} else {
+		lines = []line{{"", v}}
+	}
+	m := map[string]string{}
+	for _, l := range lines {
+		for _, pair := range list(l.text) {
+			login, id, ok := strings.Cut(pair, "=")
+			login, id = strings.TrimSpace(login), strings.TrimSpace(id)
+			switch {
+			case !ok:
+				e.fail(name, fmt.Sprintf("%s%q is not login=SlackUserID", l.where, pair))
+			case !githubLogin.MatchString(login):
+				e.fail(name, fmt.Sprintf("%s%q is not a GitHub login", l.where, login))
+			case !slackUserID.MatchString(id):
+				e.fail(name, fmt.Sprintf("%s%q is not a Slack user ID (U… or W…, capitals and digits)", l.where, id))
+			case m[strings.ToLower(login)] != "":
+				e.fail(name, fmt.Sprintf("%s%s is listed twice", l.where, login))
+			default:
+				m[strings.ToLower(login)] = id
+			}
+		}
+	}
+	if len(m) == 0 {
+		e.fail(name, "names nobody; unset it or add login=SlackUserID pairs")
+	}
+	return m
 }
 
 // validName accepts GitHub owner and repository names.

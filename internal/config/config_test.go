@@ -127,7 +127,18 @@ func TestBadValuesNameTheirVariable(t *testing.T) {
 		{"changes mode not built", []string{"NOTIFY_MODE", "changes"}, "NOTIFY_MODE"},
 		{"routes not built", []string{"CONFIG_FILE", "routes.yaml"}, "CONFIG_FILE"},
 		{"bot token not built", []string{"SLACK_BOT_TOKEN", "xoxb-SECRETPART"}, "SLACK_BOT_TOKEN"},
-		{"mentions not built", []string{"SLACK_MENTIONS", "a=U1"}, "SLACK_MENTIONS"},
+		{"mention ID too short", []string{"SLACK_MENTIONS", "a=U1"}, "SLACK_MENTIONS"},
+		{"mention ID lowercase", []string{"SLACK_MENTIONS", "octocat=u0123"}, "SLACK_MENTIONS"},
+		{"mention is a channel", []string{"SLACK_MENTIONS", "octocat=C0123"}, "SLACK_MENTIONS"},
+		{"mention special", []string{"SLACK_MENTIONS", "octocat=<!channel>"}, "SLACK_MENTIONS"},
+		{"mention without =", []string{"SLACK_MENTIONS", "octocat"}, "SLACK_MENTIONS"},
+		{"mention bad login", []string{"SLACK_MENTIONS", "octo cat=U0123"}, "SLACK_MENTIONS"},
+		{"mention twice", []string{"SLACK_MENTIONS", "octocat=U0123,OctoCat=U0456"}, "SLACK_MENTIONS"},
+		{"mention file missing", []string{"SLACK_MENTIONS", "@/nonexistent/mentions"}, "SLACK_MENTIONS"},
+		{"unclosed quote", []string{"IGNORED_WORKFLOWS", `"Build, test,deploy`}, "IGNORED_WORKFLOWS"},
+		{"bare quote", []string{"ALLOWED_WORKFLOWS", `Build "fast"`}, "ALLOWED_WORKFLOWS"},
+		{"two lines", []string{"IGNORE_ACTORS", "a\nb"}, "IGNORE_ACTORS"},
+		{"space after a closing quote", []string{"IGNORED_WORKFLOWS", `"a, b" ,c`}, "IGNORED_WORKFLOWS"},
 		{"source not a CIDR", []string{"ALLOWED_SOURCE_CIDRS", "192.30.252.0/22,github"}, "ALLOWED_SOURCE_CIDRS"},
 		{"source prefix too long", []string{"ALLOWED_SOURCE_CIDRS", "10.0.0.0/33"}, "ALLOWED_SOURCE_CIDRS"},
 		{"source IPv6 prefix too long", []string{"ALLOWED_SOURCE_CIDRS", "2001:db8::/129"}, "ALLOWED_SOURCE_CIDRS"},
@@ -242,5 +253,60 @@ func TestSecretsNeverPrint(t *testing.T) {
 		if strings.Contains(out, "SECRETPART") {
 			t.Errorf("a secret printed: %s", out)
 		}
+	}
+}
+
+// Workflow names may hold commas, spaces and emoji: such items are written
+// in double quotes, CSV-style; unquoted lists read as they always did.
+func TestQuotedLists(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		in   string
+		want []string
+	}{
+		{`"Build, test",deploy`, []string{"Build, test", "deploy"}},
+		{` ci.yml , "🚀 Release *",, `, []string{"ci.yml", "🚀 Release *"}},
+		{`"say ""hi""",x`, []string{`say "hi"`, "x"}},
+		{`dependabot[bot],*[bot]`, []string{"dependabot[bot]", "*[bot]"}},
+		{`Nightly build`, []string{"Nightly build"}},
+		{``, nil},
+	}
+	for _, tc := range cases {
+		c, err := Load(envOf("GITHUB_WEBHOOK_SECRET", "x", "IGNORED_WORKFLOWS", tc.in, "ALLOWED_WORKFLOWS", tc.in, "IGNORE_ACTORS", tc.in))
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		if fmt.Sprint(c.IgnoredWorkflows) != fmt.Sprint(tc.want) || len(c.IgnoredWorkflows) != len(tc.want) ||
+			fmt.Sprint(c.AllowedWorkflows) != fmt.Sprint(tc.want) || fmt.Sprint(c.IgnoreActors) != fmt.Sprint(tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.in, c.IgnoredWorkflows, tc.want)
+		}
+	}
+}
+
+func TestMentions(t *testing.T) {
+	t.Parallel()
+	c, err := Load(envOf("GITHUB_WEBHOOK_SECRET", "x", "SLACK_MENTIONS", " OctoCat=U0123, hubot=W0456 ,dependabot[bot]=U0789"))
+	want := map[string]string{"octocat": "U0123", "hubot": "W0456", "dependabot[bot]": "U0789"}
+	if err != nil || fmt.Sprint(c.SlackMentions) != fmt.Sprint(want) {
+		t.Fatalf("got %v (%v), want %v", c.SlackMentions, err, want)
+	}
+
+	file := filepath.Join(t.TempDir(), "mentions")
+	body := "# team CI\noctocat=U0123   # lead\n\n  hubot = W0456\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Load(envOf("GITHUB_WEBHOOK_SECRET", "x", "SLACK_MENTIONS", "@"+file))
+	if err != nil || fmt.Sprint(c.SlackMentions) != fmt.Sprint(map[string]string{"octocat": "U0123", "hubot": "W0456"}) {
+		t.Fatalf("from file: got %v (%v)", c.SlackMentions, err)
+	}
+
+	if err := os.WriteFile(file, []byte("octocat=U0123\nhubot=nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(envOf("GITHUB_WEBHOOK_SECRET", "x", "SLACK_MENTIONS", "@"+file))
+	if err == nil || !strings.Contains(err.Error(), "SLACK_MENTIONS") || !strings.Contains(err.Error(), file+":2") {
+		t.Errorf("a bad line is named by variable, file and line: %v", err)
 	}
 }
