@@ -124,6 +124,13 @@ type Store interface {
 	// its attempts and last error cleared (an operator's retry). A row
 	// without a message (filtered, ignored) is ErrNothingToPost.
 	Requeue(ctx context.Context, guid string) error
+	// Streak judges run against the streak kept under key (NOTIFY_MODE=
+	// changes) and stores the new state, atomically under any concurrency
+	// and across replicas: read, Judge, write in one transaction. The
+	// state survives restarts and is never pruned with the deliveries.
+	// Judging the same run (ID, Attempt, Result) again returns the verdict
+	// it got before and changes nothing, so a redelivery counts once.
+	Streak(ctx context.Context, key string, run StreakRun) (StreakVerdict, error)
 	Close() error
 }
 

@@ -24,8 +24,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -54,6 +56,14 @@ type entry struct {
 	// Del lists the rows pruned by this change, in the same line so that a
 	// change and its pruning are one write.
 	Del []string `json:"del,omitempty"`
+	// Streak is a streak's new state (NOTIFY_MODE=changes); streaks are
+	// not rows and are never pruned.
+	Streak *streakLine `json:"streak,omitempty"`
+}
+
+type streakLine struct {
+	Key   string             `json:"key"`
+	State ledger.StreakState `json:"state"`
 }
 
 // ErrLocked is returned by Open when another process holds the file.
@@ -82,6 +92,7 @@ type Store struct {
 	broken error
 
 	rows    map[string]*ledger.Delivery
+	streaks map[string]ledger.StreakState
 	order   []*ledger.Delivery // live rows, by Seq
 	keys    map[string]int     // live rows per Key
 	pending int
@@ -116,6 +127,8 @@ func Open(path string, limit int) (*Store, error) {
 		f:     f,
 		rows:  map[string]*ledger.Delivery{},
 		keys:  map[string]int{},
+
+		streaks: map[string]ledger.StreakState{},
 	}
 	if err := s.load(); err != nil {
 		f.Close()
@@ -286,8 +299,11 @@ func (s *Store) replay(line []byte) error {
 	if err := json.Unmarshal(line, &e); err != nil {
 		return err
 	}
-	if e.Put == nil && e.Del == nil && e.Seq == 0 {
+	if e.Put == nil && e.Del == nil && e.Seq == 0 && e.Streak == nil {
 		return errors.New("empty record")
+	}
+	if e.Streak != nil && e.Streak.Key == "" {
+		return errors.New("streak without a key")
 	}
 	if p := e.Put; p != nil {
 		switch {
@@ -306,6 +322,9 @@ func (s *Store) replay(line []byte) error {
 	}
 	for _, g := range e.Del {
 		delete(s.rows, g)
+	}
+	if e.Streak != nil {
+		s.streaks[e.Streak.Key] = e.Streak.State
 	}
 	return nil
 }
@@ -492,6 +511,33 @@ func (s *Store) Record(ctx context.Context, d *ledger.Delivery) (ledger.Result, 
 	d.Seq, d.State, d.Key = row.Seq, row.State, row.Key
 	s.maybeCompact()
 	return result, nil
+}
+
+// Streak judges run under s.mu and writes the new state as one fsynced
+// line before it answers, so the verdict survives a crash the moment it is
+// given. One process holds the file (its lock), so the mutex is enough.
+func (s *Store) Streak(ctx context.Context, key string, run ledger.StreakRun) (ledger.StreakVerdict, error) {
+	if err := ctx.Err(); err != nil {
+		return ledger.StreakVerdict{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return ledger.StreakVerdict{}, err
+	}
+	prev := s.streaks[key]
+	next, v := ledger.Judge(prev, run)
+	if reflect.DeepEqual(prev, next) {
+		if _, ok := s.streaks[key]; ok {
+			return v, nil // a redelivery: nothing to write
+		}
+	}
+	if err := s.write(entry{Streak: &streakLine{Key: key, State: next}}); err != nil {
+		return ledger.StreakVerdict{}, err
+	}
+	s.streaks[key] = next
+	s.maybeCompact()
+	return v, nil
 }
 
 // Due returns up to limit Pending rows with a Seq greater than after whose
@@ -689,11 +735,12 @@ func (s *Store) Close() error {
 // The change that called it is already on disk, so a failure here only
 // postpones the next try. s.mu is held.
 func (s *Store) maybeCompact() {
-	if s.lines <= 2*len(s.rows)+compactSlack || s.lines < s.compactAt {
+	live := len(s.rows) + len(s.streaks)
+	if s.lines <= 2*live+compactSlack || s.lines < s.compactAt {
 		return
 	}
 	if err := s.compact(); err != nil {
-		s.compactAt = s.lines + len(s.rows) + compactSlack
+		s.compactAt = s.lines + live + compactSlack
 	}
 }
 
@@ -727,6 +774,11 @@ func (s *Store) compact() (err error) {
 			return err
 		}
 	}
+	for _, k := range slices.Sorted(maps.Keys(s.streaks)) {
+		if err := add(entry{Streak: &streakLine{Key: k, State: s.streaks[k]}}); err != nil {
+			return err
+		}
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
@@ -746,7 +798,7 @@ func (s *Store) compact() (err error) {
 		return err
 	}
 	old := s.f
-	s.f, s.size, s.lines, s.compactAt = tmp, fi.Size(), 1+len(s.order), 0
+	s.f, s.size, s.lines, s.compactAt = tmp, fi.Size(), 1+len(s.order)+len(s.streaks), 0
 	old.Close()
 	if syncDir(dir) != nil {
 		s.dirDirty = true // write retries it before the next line

@@ -71,6 +71,9 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentMixed", testConcurrentMixed},
 		{"List", testList},
 		{"Requeue", testRequeue},
+		{"Streak", testStreak},
+		{"StreakRestart", testStreakRestart},
+		{"StreakConcurrent", testStreakConcurrent},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {

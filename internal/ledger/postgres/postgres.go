@@ -47,6 +47,9 @@ ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS claimed_until BIGINT NOT NULL DE
 ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS claimed_by TEXT;
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, seq);
 CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries (subject, seq) WHERE subject IS NOT NULL;
+-- NOTIFY_MODE=changes: one row per streak, its state as JSON
+-- (ledger.StreakState), shared by every replica. Never pruned.
+CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, state TEXT NOT NULL);
 `
 
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
@@ -285,6 +288,40 @@ func (s *Store) List(ctx context.Context, state ledger.State, limit int) ([]ledg
 		return s.query(ctx, `SELECT `+columns+` FROM deliveries ORDER BY seq DESC LIMIT $1`, limit)
 	}
 	return s.query(ctx, `SELECT `+columns+` FROM deliveries WHERE state = $1 ORDER BY seq DESC LIMIT $2`, string(state), limit)
+}
+
+// Streak makes sure the key's row exists, locks it (SELECT ... FOR UPDATE),
+// judges and writes back in one transaction: replicas judging the same key
+// at once take turns, and each sees the state the other left.
+func (s *Store) Streak(ctx context.Context, key string, run ledger.StreakRun) (ledger.StreakVerdict, error) {
+	var v ledger.StreakVerdict
+	err := retry(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO streaks (key, state) VALUES ($1, '') ON CONFLICT (key) DO NOTHING`, key); err != nil {
+				return err
+			}
+			var raw string
+			if err := tx.QueryRow(ctx, `SELECT state FROM streaks WHERE key = $1 FOR UPDATE`, key).Scan(&raw); err != nil {
+				return err
+			}
+			st, err := ledger.UnmarshalStreak([]byte(raw))
+			if err != nil {
+				return err
+			}
+			var next ledger.StreakState
+			next, v = ledger.Judge(st, run)
+			b, err := ledger.MarshalStreak(next)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `UPDATE streaks SET state = $2 WHERE key = $1`, key, string(b))
+			return err
+		})
+	})
+	if err != nil {
+		return ledger.StreakVerdict{}, fmt.Errorf("postgres ledger: streak %s: %s", key, redact(err))
+	}
+	return v, nil
 }
 
 func (s *Store) Finish(ctx context.Context, guid string, state ledger.State, attempts int, lastErr string) error {

@@ -53,6 +53,9 @@ CREATE TRIGGER IF NOT EXISTS deliveries_counted_out AFTER DELETE ON deliveries
   BEGIN UPDATE ledger_count SET n = n - 1 WHERE id = 1; END;
 INSERT INTO ledger_count (id, n) VALUES (1, (SELECT count(*) FROM deliveries))
   ON CONFLICT (id) DO UPDATE SET n = excluded.n;
+-- NOTIFY_MODE=changes: one row per streak (repo, workflow, branch, ...),
+-- its state as JSON (ledger.StreakState). Not a delivery: never pruned.
+CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, state TEXT NOT NULL);
 `
 
 // timeLayout is RFC 3339 with a fixed width, so that the text sorts as time.
@@ -679,6 +682,43 @@ func (s *Store) Requeue(ctx context.Context, guid string) error {
 		return fmt.Errorf("%w: %s", ledger.ErrNothingToPost, guid)
 	}
 	return nil
+}
+
+// Streak reads, judges and writes one streak row in one transaction on the
+// writer's connection, like Finish and Requeue: BEGIN IMMEDIATE (the DSN's
+// _txlock) takes SQLite's write lock first, so no other writer, in this
+// process or another, can judge the same key in between.
+func (s *Store) Streak(ctx context.Context, key string, run ledger.StreakRun) (ledger.StreakVerdict, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return ledger.StreakVerdict{}, fmt.Errorf("sqlite ledger: begin: %w", err)
+	}
+	defer tx.Rollback()
+	var raw []byte
+	err = tx.QueryRowContext(ctx, `SELECT state FROM streaks WHERE key = ?`, key).Scan(&raw)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return ledger.StreakVerdict{}, fmt.Errorf("sqlite ledger: streak %s: %w", key, err)
+	}
+	st, err := ledger.UnmarshalStreak(raw)
+	if err != nil {
+		return ledger.StreakVerdict{}, fmt.Errorf("sqlite ledger: streak %s: %w", key, err)
+	}
+	next, v := ledger.Judge(st, run)
+	b, err := ledger.MarshalStreak(next)
+	if err != nil {
+		return ledger.StreakVerdict{}, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO streaks (key, state) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET state = excluded.state`, key, string(b)); err != nil {
+		return ledger.StreakVerdict{}, fmt.Errorf("sqlite ledger: streak %s: %w", key, err)
+	}
+	if err := tx.Commit(); err != nil {
+		s.w.ExecContext(ctx, "ROLLBACK") // as in tryGroup: a failed COMMIT may leave it open
+		return ledger.StreakVerdict{}, fmt.Errorf("sqlite ledger: commit streak: %w", err)
+	}
+	s.committed()
+	s.restartWAL()
+	return v, nil
 }
 
 func (s *Store) Stats(ctx context.Context) (ledger.Stats, error) {
