@@ -127,7 +127,7 @@ func Filters(cfg config.Config) notify.Filters {
 	return notify.Filters{
 		Repos: cfg.AllowedRepos, Branches: cfg.AllowedBranches, IgnoreActors: cfg.IgnoreActors,
 		AllowedWorkflows: cfg.AllowedWorkflows, IgnoredWorkflows: cfg.IgnoredWorkflows,
-		Mentions: cfg.SlackMentions,
+		Mentions: cfg.SlackMentions, Mode: cfg.NotifyMode,
 	}
 }
 

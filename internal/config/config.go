@@ -54,6 +54,9 @@ type Config struct {
 	// SlackMentions maps lowercased GitHub logins to Slack user IDs
 	// (SLACK_MENTIONS): who a failure message mentions.
 	SlackMentions map[string]string
+	// NotifyMode is "all" (every result) or "changes" (new failures and
+	// fixes only, judged against the previous result).
+	NotifyMode string
 
 	LedgerBackend string // sqlite, file or postgres
 	LedgerPath    string
@@ -136,9 +139,7 @@ func Load(getenv func(string) string) (Config, error) {
 		// allowlist; alone, the setting would silently do nothing.
 		e.fail("TRUSTED_PROXIES", "has no effect without ALLOWED_SOURCE_CIDRS; set both or neither")
 	}
-	if mode := getenv("NOTIFY_MODE"); mode != "" && mode != "all" {
-		e.fail("NOTIFY_MODE", fmt.Sprintf("%q is not available in this version; use all", mode))
-	}
+	c.NotifyMode = e.oneOf("NOTIFY_MODE", "all", "all", "changes")
 	if v := getenv("SLACK_API_URL"); v != "" {
 		if u, err := url.Parse(v); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 			e.fail("SLACK_API_URL", "must be an http(s) URL")

@@ -30,7 +30,7 @@ func TestDefaults(t *testing.T) {
 	want := Config{
 		Enabled: true, Secrets: []Secret{"x"}, SlackMaxAttempts: 3, SlackRetryBase: time.Second,
 		SlackRate: 1, SlackBurst: 5, LedgerBackend: "sqlite", LedgerPath: "data/ledger.db",
-		LedgerLimit: 1000, MaxBodyBytes: 2097152, Addr: ":8080", LogLevel: slog.LevelInfo, LogFormat: "json",
+		LedgerLimit: 1000, MaxBodyBytes: 2097152, Addr: ":8080", LogLevel: slog.LevelInfo, LogFormat: "json", NotifyMode: "all",
 	}
 	if fmt.Sprintf("%#v", c) != fmt.Sprintf("%#v", want) || c.Secrets[0].Reveal() != "x" {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -124,7 +124,7 @@ func TestBadValuesNameTheirVariable(t *testing.T) {
 		{"slack not a URL", []string{"SLACK_WEBHOOK_URL", "hooks.slack.com/services/T/B/SECRETPART"}, "SLACK_WEBHOOK_URL"},
 		{"slack API", []string{"SLACK_API_URL", "ftp://x"}, "SLACK_API_URL"},
 		{"postgres without a database", []string{"LEDGER_BACKEND", "postgres"}, "DATABASE_URL"},
-		{"changes mode not built", []string{"NOTIFY_MODE", "changes"}, "NOTIFY_MODE"},
+		{"unknown mode", []string{"NOTIFY_MODE", "failures"}, "NOTIFY_MODE"},
 		{"routes not built", []string{"CONFIG_FILE", "routes.yaml"}, "CONFIG_FILE"},
 		{"bot token not built", []string{"SLACK_BOT_TOKEN", "xoxb-SECRETPART"}, "SLACK_BOT_TOKEN"},
 		{"mention ID too short", []string{"SLACK_MENTIONS", "a=U1"}, "SLACK_MENTIONS"},

@@ -189,7 +189,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/289782451",
 				Branches: []string{"master"}, Actor: "Codertocat",
 				Key: "suite:1291536064", SuiteID: 1291536064,
-				Run: &RunInfo{ID: 289782451, Attempt: 1, Number: 163, WorkflowID: 2823525},
+				Run: &RunInfo{ID: 289782451, Attempt: 1, Number: 163, WorkflowID: 2823525, At: time.Date(2020, 10, 5, 16, 33, 49, 0, time.UTC)},
 				Note: &Notification{
 					Kind: "workflow_run", Outcome: Success, Title: "test", Repo: "octo-org/octo-repo",
 					Branch: "master", Actor: "Codertocat", SHA: wrSHA,
@@ -206,7 +206,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				Status: "completed", Conclusion: "action_required",
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/289782451",
 				Branches: []string{"master"}, Actor: "Codertocat", SuiteID: 1291536064,
-				Run: &RunInfo{ID: 289782451, Attempt: 1, Number: 163, WorkflowID: 2823525},
+				Run: &RunInfo{ID: 289782451, Attempt: 1, Number: 163, WorkflowID: 2823525, At: time.Date(2020, 10, 5, 16, 33, 24, 0, time.UTC)},
 			},
 		},
 		{

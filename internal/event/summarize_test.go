@@ -33,7 +33,7 @@ func TestSummarizeTestdata(t *testing.T) {
 				Action: "completed", Repo: "octo-org/octo-repo", Ref: "feature/pg", Workflow: "ci.yml", WorkflowPath: ".github/workflows/ci.yml",
 				Status: "completed", Conclusion: "startup_failure",
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/42",
-				Branches: []string{"feature/pg"}, Actor: "alice", Run: &RunInfo{Attempt: 1, Number: 7},
+				Branches: []string{"feature/pg"}, Actor: "alice", Run: &RunInfo{Attempt: 1, Number: 7, At: time.Date(2024, 3, 1, 10, 4, 12, 0, time.UTC)},
 				Note: &Notification{
 					Kind: "workflow_run", Outcome: Failure, Title: "ci.yml", Repo: "octo-org/octo-repo",
 					Branch: "feature/pg", Actor: "alice", SHA: "0123456789abcdef0123456789abcdef01234567",

@@ -1,5 +1,7 @@
 package event
 
+import "time"
+
 // Options are the settings that change what a summarizer says.
 type Options struct {
 	NotifyPending bool // also notify pending commit statuses
@@ -63,4 +65,7 @@ type RunInfo struct {
 	PullRequests []int
 	// WorkflowID tells workflows apart when two share a name.
 	WorkflowID int64
+	// At is when the run was last updated (its completion, for a
+	// completed run).
+	At time.Time
 }

@@ -67,7 +67,7 @@ func summarizeWorkflowRun(body []byte) (Summary, error) {
 	s.URL = strings.TrimSpace(run.HTMLURL)
 	s.Branches = branches(branch)
 	s.SuiteID = run.CheckSuiteID
-	s.Run = &RunInfo{ID: run.ID, Attempt: max(run.RunAttempt, 1), Number: run.RunNumber, WorkflowID: run.WorkflowID}
+	s.Run = &RunInfo{ID: run.ID, Attempt: max(run.RunAttempt, 1), Number: run.RunNumber, WorkflowID: run.WorkflowID, At: run.UpdatedAt.Time}
 	for _, pr := range run.PullRequests {
 		if pr.Number > 0 {
 			s.Run.PullRequests = append(s.Run.PullRequests, pr.Number)

@@ -33,6 +33,11 @@ func (m *memStore) Record(_ context.Context, d *ledger.Delivery) (ledger.Result,
 	return ledger.Recorded, nil
 }
 func (m *memStore) Subject(context.Context, string) ([]ledger.Delivery, error) { return nil, nil }
+
+// Streak judges every run as new: the fuzzer runs in mode all.
+func (m *memStore) Streak(context.Context, string, ledger.StreakRun) (ledger.StreakVerdict, error) {
+	return ledger.StreakVerdict{Verdict: ledger.VerdictFailed}, nil
+}
 func (m *memStore) Stats(context.Context) (ledger.Stats, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

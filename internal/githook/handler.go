@@ -35,6 +35,7 @@ type Store interface {
 	Record(ctx context.Context, d *ledger.Delivery) (ledger.Result, error)
 	Subject(ctx context.Context, subject string) ([]ledger.Delivery, error)
 	Stats(ctx context.Context) (ledger.Stats, error)
+	Streak(ctx context.Context, key string, run ledger.StreakRun) (ledger.StreakVerdict, error)
 }
 
 // Options configure the handler.
@@ -236,6 +237,9 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		a.Status, a.Reason = "filtered", decision.Reason
 	default:
 		h.metrics.Ignored.Inc()
+		if decision.Quiet {
+			h.metrics.Suppressed.Inc()
+		}
 		a.Status, a.Reason = "ignored", decision.Reason
 	}
 	log.Info("delivery", "status", a.Status, "reason", a.Reason, "duration", time.Since(start))

@@ -45,6 +45,7 @@ type Metrics struct {
 	Queued        prometheus.Counter
 	Filtered      prometheus.Counter
 	Ignored       prometheus.Counter
+	Suppressed    prometheus.Counter
 	SecretMatches *prometheus.CounterVec
 	SlackPosts    prometheus.Counter
 	SlackFailures prometheus.Counter
@@ -69,6 +70,7 @@ func New(reg *prometheus.Registry) *Metrics {
 		Queued:        counter("queued", "Deliveries recorded with a Slack message owed."),
 		Filtered:      counter("filtered", "Deliveries recorded but kept quiet by a filter."),
 		Ignored:       counter("ignored", "Deliveries recorded with nothing (new) to say."),
+		Suppressed:    counter("suppressed", "Results NOTIFY_MODE=changes kept quiet (no change: still failing, still passing, superseded, ...); also counted as ignored."),
 		SlackPosts:    counter("slack_posts", "Messages Slack accepted (or logged, in log-only mode)."),
 		SlackFailures: counter("slack_failures", "Messages given up on."),
 		Retries:       counter("retries", "Slack attempts beyond the first for a message."),

@@ -11,7 +11,9 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
 
@@ -30,12 +32,24 @@ type Filters struct {
 	// Mentions maps lowercased GitHub logins to Slack user IDs
 	// (SLACK_MENTIONS): who is mentioned on a failure.
 	Mentions map[string]string
+
+	// Mode is NOTIFY_MODE: ModeAll ("" too) or ModeChanges.
+	Mode string
 }
+
+// Notification modes.
+const (
+	ModeAll     = "all"
+	ModeChanges = "changes"
+)
 
 // Decision is what becomes of a delivery.
 type Decision struct {
 	State  ledger.State // Pending (a message is owed), Filtered or Ignored
 	Reason string       // why it is Filtered or Ignored, for the answer and the log
+	// Quiet: NOTIFY_MODE=changes found nothing changed (Ignored, counted
+	// as suppressed).
+	Quiet bool
 }
 
 // Subjects looks up the rows recorded under a subject (the check runs of a
@@ -44,16 +58,28 @@ type Subjects interface {
 	Subject(ctx context.Context, subject string) ([]ledger.Delivery, error)
 }
 
+// Streaks judges results for NOTIFY_MODE=changes (ledger.Store.Streak).
+type Streaks interface {
+	Streak(ctx context.Context, key string, run ledger.StreakRun) (ledger.StreakVerdict, error)
+}
+
 // Policy applies Filters and completes notifications.
 type Policy struct {
 	f        Filters
 	subjects Subjects
+	streaks  Streaks // nil: every result is judged new (previews)
+	now      func() time.Time
 }
 
 // New returns a policy; subjects may be nil when check suites need no counts
-// (previews).
+// (previews). When subjects also has a Streak method (every ledger.Store
+// does), NOTIFY_MODE=changes judges results with it.
 func New(f Filters, subjects Subjects) *Policy {
-	return &Policy{f: f, subjects: subjects}
+	p := &Policy{f: f, subjects: subjects, now: time.Now}
+	if st, ok := subjects.(Streaks); ok {
+		p.streaks = st
+	}
+	return p
 }
 
 // Decide says whether s is worth a message. A delivery with nothing to say
@@ -61,10 +87,18 @@ func New(f Filters, subjects Subjects) *Policy {
 // silenced a message.
 func (p *Policy) Decide(ctx context.Context, s *event.Summary) (Decision, error) {
 	if s.Note == nil {
+		if err := p.started(ctx, s); err != nil {
+			return Decision{}, err
+		}
 		return Decision{State: ledger.Ignored, Reason: "nothing to notify for this event or action"}, nil
 	}
 	if reason := p.filter(s); reason != "" {
 		return Decision{State: ledger.Filtered, Reason: reason}, nil
+	}
+	if p.f.Mode == ModeChanges {
+		if d, err := p.judge(ctx, s); err != nil || d.State != ledger.Pending {
+			return d, err
+		}
 	}
 	if s.Note.Kind == "check_suite" && p.subjects != nil && s.SuiteID != 0 {
 		if err := p.countChecks(ctx, s); err != nil {
@@ -252,4 +286,127 @@ func (p *Policy) countChecks(ctx context.Context, s *event.Summary) error {
 	}
 	sort.Strings(s.Note.Failed)
 	return nil
+}
+
+// streakKey names what a result is judged against: the previous results of
+// the same workflow (by file, which survives a rename of its name), status
+// context or check app, on the same branch of the same repository. "" when
+// the kind is not judged.
+func streakKey(s *event.Summary) string {
+	repo := strings.ToLower(s.Repo)
+	switch s.Note.Kind {
+	case "workflow_run":
+		return "wf:" + repo + ":" + firstNonEmpty(s.WorkflowPath, s.Workflow) + ":" + s.Ref
+	case "status":
+		return "status:" + repo + ":" + s.Workflow + ":" + s.Ref
+	case "check_suite":
+		return "checks:" + repo + ":" + s.Workflow + ":" + s.Ref
+	}
+	return ""
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// actionsApp is the app of the check suites that GitHub Actions runs; their
+// workflow runs are judged one by one instead.
+const actionsApp = "GitHub Actions"
+
+// started tells the streak of a workflow that a run has begun (requested,
+// in progress), so that an older run cancelled meanwhile reads as
+// superseded even before the newer one completes.
+func (p *Policy) started(ctx context.Context, s *event.Summary) error {
+	if p.f.Mode != ModeChanges || p.streaks == nil || s.Run == nil || s.Run.Number <= 0 || s.Action == "completed" {
+		return nil
+	}
+	key := "wf:" + strings.ToLower(s.Repo) + ":" + firstNonEmpty(s.WorkflowPath, s.Workflow) + ":" + s.Ref
+	_, err := p.streaks.Streak(ctx, key, ledger.StreakRun{ID: runID(s), Attempt: s.Run.Attempt, Number: int64(s.Run.Number), At: p.now()})
+	if err != nil {
+		return fmt.Errorf("note a started run: %w", err)
+	}
+	return nil
+}
+
+func runID(s *event.Summary) string {
+	if s.Run.ID != 0 {
+		return strconv.FormatInt(s.Run.ID, 10)
+	}
+	return "#" + strconv.Itoa(s.Run.Number)
+}
+
+// resultOf is how a streak reads an outcome.
+func resultOf(o event.Outcome) string {
+	switch o {
+	case event.Success:
+		return ledger.Pass
+	case event.Failure, event.TimedOut:
+		return ledger.Fail
+	case event.Cancelled:
+		return ledger.Cancelled
+	}
+	return ledger.Other
+}
+
+// judge applies NOTIFY_MODE=changes: a result posts only when it changes
+// something (a new failure, a fix, a cancelled newest run). Pull requests
+// are not results and post as in mode all.
+func (p *Policy) judge(ctx context.Context, s *event.Summary) (Decision, error) {
+	quiet := func(why string) (Decision, error) {
+		return Decision{State: ledger.Ignored, Reason: "NOTIFY_MODE=changes: " + why, Quiet: true}, nil
+	}
+	n := s.Note
+	switch n.Kind {
+	case "check_run":
+		// A failing check run is said early in mode all; here the suite's
+		// result, or the workflow run's, is what gets judged.
+		return quiet("check runs are judged with their suite")
+	case "check_suite":
+		if s.Workflow == actionsApp {
+			return quiet("GitHub Actions suites are judged by their workflow runs")
+		}
+	case "status":
+		if n.Outcome == event.Pending {
+			return Decision{State: ledger.Pending}, nil // asked for with NOTIFY_PENDING
+		}
+	}
+	key := streakKey(s)
+	if key == "" || p.streaks == nil {
+		return Decision{State: ledger.Pending}, nil
+	}
+	run := ledger.StreakRun{Attempt: 1, Result: resultOf(n.Outcome), At: p.now()}
+	switch n.Kind {
+	case "workflow_run":
+		if s.Run == nil {
+			return Decision{State: ledger.Pending}, nil
+		}
+		run.ID, run.Attempt, run.Number = runID(s), s.Run.Attempt, int64(s.Run.Number)
+		if !s.Run.At.IsZero() {
+			run.At = s.Run.At
+		}
+	case "status":
+		run.ID = n.SHA // a status set again on the same commit is the same run
+	case "check_suite":
+		run.ID, run.Number = strconv.FormatInt(s.SuiteID, 10), s.SuiteID
+	}
+	v, err := p.streaks.Streak(ctx, key, run)
+	if err != nil {
+		return Decision{}, fmt.Errorf("judge %s: %w", key, err)
+	}
+	if !v.Post() {
+		return quiet(v.Verdict)
+	}
+	switch v.Verdict {
+	case ledger.VerdictFailed:
+		n.Change = "failed"
+	case ledger.VerdictFixed:
+		n.Change, n.BrokenRuns = "fixed", v.BrokenRuns
+		if !v.BrokenSince.IsZero() && run.At.After(v.BrokenSince) {
+			n.BrokenFor = run.At.Sub(v.BrokenSince)
+		}
+	}
+	return Decision{State: ledger.Pending}, nil
 }
