@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,4 +215,124 @@ func TestMentions(t *testing.T) {
 			t.Errorf("%s %s by %s, PRs %v: mentions %v, want %v", tc.kind, tc.outcome, tc.actor, tc.prs, s.Note.Mentions, tc.want)
 		}
 	}
+}
+
+// streaks records what was judged and answers a scripted verdict.
+type streaks struct {
+	subjects
+	verdict ledger.StreakVerdict
+	keys    []string
+	runs    []ledger.StreakRun
+}
+
+func (s *streaks) Streak(_ context.Context, key string, run ledger.StreakRun) (ledger.StreakVerdict, error) {
+	s.keys, s.runs = append(s.keys, key), append(s.runs, run)
+	return s.verdict, nil
+}
+
+// NOTIFY_MODE=changes: which results are judged under which key, what stays
+// quiet without asking, and what a verdict does to the message.
+func TestChangesMode(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	wr := func(o event.Outcome) event.Summary {
+		s := summary("workflow_run", "Octo/Repo", "main")
+		s.Ref, s.Note.Outcome, s.Note.Actor = "main", o, "octocat"
+		s.Run = &event.RunInfo{ID: 55, Attempt: 2, Number: 9, At: at}
+		return s
+	}
+	t.Run("failed", func(t *testing.T) {
+		st := &streaks{verdict: ledger.StreakVerdict{Verdict: ledger.VerdictFailed}}
+		p := New(Filters{Mode: ModeChanges, Mentions: map[string]string{"octocat": "U1"}}, st)
+		s := wr(event.Failure)
+		d, err := p.Decide(context.Background(), &s)
+		if err != nil || d.State != ledger.Pending || d.Quiet || s.Note.Change != "failed" || len(s.Note.Mentions) != 1 {
+			t.Fatalf("%+v %v, note %+v", d, err, s.Note)
+		}
+		want := ledger.StreakRun{ID: "55", Attempt: 2, Number: 9, Result: ledger.Fail, At: at}
+		if st.keys[0] != "wf:octo/repo:.github/workflows/ci.yml:main" || st.runs[0] != want {
+			t.Errorf("judged %q %+v, want the workflow's file on its branch, %+v", st.keys[0], st.runs[0], want)
+		}
+	})
+	t.Run("fixed", func(t *testing.T) {
+		st := &streaks{verdict: ledger.StreakVerdict{Verdict: ledger.VerdictFixed, BrokenSince: at.Add(-90 * time.Minute), BrokenRuns: 3}}
+		p := New(Filters{Mode: ModeChanges, Mentions: map[string]string{"octocat": "U1"}}, st)
+		s := wr(event.Success)
+		if d, err := p.Decide(context.Background(), &s); err != nil || d.State != ledger.Pending {
+			t.Fatalf("%+v %v", d, err)
+		}
+		if s.Note.Change != "fixed" || s.Note.BrokenRuns != 3 || s.Note.BrokenFor != 90*time.Minute || len(s.Note.Mentions) != 0 {
+			t.Errorf("fixed note %+v", s.Note)
+		}
+	})
+	t.Run("quiet", func(t *testing.T) {
+		st := &streaks{verdict: ledger.StreakVerdict{Verdict: ledger.VerdictStillFailing}}
+		p := New(Filters{Mode: ModeChanges}, st)
+		s := wr(event.Failure)
+		d, err := p.Decide(context.Background(), &s)
+		if err != nil || d.State != ledger.Ignored || !d.Quiet || d.Reason != "NOTIFY_MODE=changes: still failing" {
+			t.Errorf("%+v %v", d, err)
+		}
+	})
+	t.Run("routing", func(t *testing.T) {
+		st := &streaks{verdict: ledger.StreakVerdict{Verdict: ledger.VerdictPassing}}
+		p := New(Filters{Mode: ModeChanges}, st)
+		cases := []struct {
+			s       event.Summary
+			judged  string // the key, or "" when nothing is judged
+			pending bool
+		}{
+			{func() event.Summary {
+				s := summary("check_run", "o/r", "main")
+				s.Note.Outcome = event.Failure
+				return s
+			}(), "", false},
+			{func() event.Summary {
+				s := summary("check_suite", "o/r", "main")
+				s.Workflow, s.Note.Outcome = "GitHub Actions", event.Failure
+				return s
+			}(), "", false},
+			{func() event.Summary {
+				s := summary("check_suite", "o/r", "main")
+				s.Workflow, s.Ref, s.SuiteID, s.Note.Outcome = "Buildkite", "main", 7, event.Success
+				return s
+			}(), "checks:o/r:Buildkite:main", false},
+			{func() event.Summary {
+				s := summary("status", "o/r", "main")
+				s.Workflow, s.Ref, s.Note.Outcome, s.Note.SHA = "ci/jenkins", "main", event.Success, "abc"
+				return s
+			}(), "status:o/r:ci/jenkins:main", false},
+			{func() event.Summary { s := summary("status", "o/r", "main"); s.Note.Outcome = event.Pending; return s }(), "", true},
+			{func() event.Summary {
+				s := summary("pull_request", "o/r", "main")
+				s.Note.Outcome = event.Opened
+				return s
+			}(), "", true},
+		}
+		for i, tc := range cases {
+			st.keys = nil
+			d, err := p.Decide(context.Background(), &tc.s)
+			if err != nil || (d.State == ledger.Pending) != tc.pending {
+				t.Errorf("case %d (%s): %+v %v", i, tc.s.Note.Kind, d, err)
+			}
+			if got := strings.Join(st.keys, ","); got != tc.judged {
+				t.Errorf("case %d (%s): judged %q, want %q", i, tc.s.Note.Kind, got, tc.judged)
+			}
+		}
+	})
+	t.Run("started runs mark newer", func(t *testing.T) {
+		st := &streaks{}
+		p := New(Filters{Mode: ModeChanges}, st)
+		s := summary("workflow_run", "o/r", "main")
+		s.Note, s.Action, s.Ref = nil, "requested", "main"
+		s.Run = &event.RunInfo{ID: 60, Attempt: 1, Number: 10}
+		if d, err := p.Decide(context.Background(), &s); err != nil || d.State != ledger.Ignored || len(st.runs) != 1 || st.runs[0].Result != "" || st.runs[0].Number != 10 {
+			t.Errorf("%+v %v, judged %+v", d, err, st.runs)
+		}
+		// Mode all asks nothing.
+		st.runs = nil
+		if _, err := New(Filters{}, st).Decide(context.Background(), &s); err != nil || len(st.runs) != 0 {
+			t.Errorf("mode all judged %+v (%v)", st.runs, err)
+		}
+	})
 }

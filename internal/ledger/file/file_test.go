@@ -417,3 +417,36 @@ func TestRecordRejectsBadRows(t *testing.T) {
 		}
 	}
 }
+
+// Streaks are not rows: a compaction keeps them (pruning would forget a
+// broken branch), and a redelivery writes no line.
+func TestStreaksSurviveCompaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	s := open(t, path, 2)
+	ctx := t.Context()
+	fail := ledger.StreakRun{ID: "1", Attempt: 1, Number: 1, Result: ledger.Fail, At: time.Unix(100, 0).UTC()}
+	if v, err := s.Streak(ctx, "wf:o/r:ci.yml:main", fail); err != nil || v.Verdict != ledger.VerdictFailed {
+		t.Fatalf("Streak: %+v, %v", v, err)
+	}
+	s.mu.Lock()
+	lines := s.lines
+	s.mu.Unlock()
+	if _, err := s.Streak(ctx, "wf:o/r:ci.yml:main", fail); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	if s.lines != lines {
+		t.Errorf("a redelivered run wrote %d more lines", s.lines-lines)
+	}
+	s.mu.Unlock()
+	// Enough finished rows to prune and compact several times over.
+	for i := range 3 * compactSlack {
+		mustRecord(t, s, &ledger.Delivery{GUID: fmt.Sprint("r", i), Event: "push", ReceivedAt: time.Unix(int64(i), 0), State: ledger.Ignored}, ledger.Recorded)
+	}
+	s.Close()
+	s = open(t, path, 2)
+	pass := ledger.StreakRun{ID: "2", Attempt: 1, Number: 2, Result: ledger.Pass, At: time.Unix(400, 0).UTC()}
+	if v, err := s.Streak(ctx, "wf:o/r:ci.yml:main", pass); err != nil || v.Verdict != ledger.VerdictFixed || v.BrokenRuns != 1 {
+		t.Errorf("after compactions and a restart: %+v, %v; want fixed after 1 run", v, err)
+	}
+}
