@@ -323,6 +323,13 @@ func (p *Policy) started(ctx context.Context, s *event.Summary) error {
 	if p.f.Mode != ModeChanges || p.streaks == nil || s.Run == nil || s.Run.Number <= 0 || s.Action == "completed" {
 		return nil
 	}
+	// A run the filters would silence is not judged when it completes, so
+	// its start must not leave a streak behind either.
+	probe := *s
+	probe.Note = &event.Notification{Kind: "workflow_run"}
+	if p.filter(&probe) != "" {
+		return nil
+	}
 	key := "wf:" + strings.ToLower(s.Repo) + ":" + firstNonEmpty(s.WorkflowPath, s.Workflow) + ":" + s.Ref
 	_, err := p.streaks.Streak(ctx, key, ledger.StreakRun{ID: runID(s), Attempt: s.Run.Attempt, Number: int64(s.Run.Number), At: p.now()})
 	if err != nil {

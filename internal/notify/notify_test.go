@@ -329,6 +329,11 @@ func TestChangesMode(t *testing.T) {
 		if d, err := p.Decide(context.Background(), &s); err != nil || d.State != ledger.Ignored || len(st.runs) != 1 || st.runs[0].Result != "" || st.runs[0].Number != 10 {
 			t.Errorf("%+v %v, judged %+v", d, err, st.runs)
 		}
+		// Nor does a run on a branch the filters silence.
+		st.runs = nil
+		if _, err := New(Filters{Mode: ModeChanges, Branches: []string{"release/*"}}, st).Decide(context.Background(), &s); err != nil || len(st.runs) != 0 {
+			t.Errorf("a filtered run's start was judged: %+v (%v)", st.runs, err)
+		}
 		// Mode all asks nothing.
 		st.runs = nil
 		if _, err := New(Filters{}, st).Decide(context.Background(), &s); err != nil || len(st.runs) != 0 {
