@@ -477,11 +477,8 @@ func (s *Store) tryGroup(group []*recordCall) (bad int, err error) {
 		return -1, fmt.Errorf("sqlite ledger: begin: %w", err)
 	}
 	defer tx.Rollback()
-	var seq int64
-	if err := tx.StmtContext(ctx, s.stmts.lastSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
-		return -1, fmt.Errorf("sqlite ledger: next seq: %w", err)
-	}
-	first := seq + 1
+	// seq is read at the group's first insert: a group of duplicates needs none.
+	var seq, first int64
 	exists, insert := tx.StmtContext(ctx, s.stmts.exists), tx.StmtContext(ctx, s.stmts.insert)
 	inserted := false
 	for i, c := range group {
@@ -498,6 +495,12 @@ func (s *Store) tryGroup(group []*recordCall) (bad int, err error) {
 		if keyTaken {
 			// Another delivery already said this; keep the row, not the key.
 			c.res, d.State, d.Key = ledger.KeyTaken, ledger.Ignored, ""
+		}
+		if !inserted {
+			if err := tx.StmtContext(ctx, s.stmts.lastSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
+				return -1, fmt.Errorf("sqlite ledger: next seq: %w", err)
+			}
+			first = seq + 1
 		}
 		seq++
 		d.Seq = seq
