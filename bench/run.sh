@@ -16,7 +16,8 @@
 # how much everything else wrote to the ledger's disk (/proc/diskstats less
 # the server's write_bytes; other writers' syncs slow the ledger's).
 # Trust rounds where both are low; compare ratios within a round, not
-# absolute figures across runs.
+# absolute figures across runs. The server's own CPU time per request
+# ("cpu/req") is the figure that others disturb least.
 #
 # ciwebhook runs as shipped: the SQLite ledger (WAL, synchronous=FULL) in a
 # temporary folder, log-only Slack (no SLACK_WEBHOOK_URL), LEDGER_LIMIT at
@@ -120,7 +121,8 @@ written() { awk -v d="$DISK" '$3 == d {print $10 * 512; f = 1} END {if (!f) prin
 wbytes() { awk '/^write_bytes:/ {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
 # measure CMD...: runs the load generator CMD, sets out to its output,
 # others to the percentage of the machine's CPU time that neither it nor
-# the server (pid) used meanwhile, and otherio to what others wrote (MB).
+# the server (pid) used meanwhile, otherio to what others wrote (MB), and
+# srvcpu to the server's CPU seconds.
 measure() {
   local b0 s0 t0 b1 s1 t1 load w0 w1 o0 o1
   b0=$(busy); s0=$(ticks "$pid"); t0=$(date +%s.%N); w0=$(written); o0=$(wbytes "$pid")
@@ -128,11 +130,15 @@ measure() {
   b1=$(busy); s1=$(ticks "$pid"); t1=$(date +%s.%N); w1=$(written); o1=$(wbytes "$pid")
   otherio=$(awk "BEGIN { o = ($w1 - $w0 - ($o1 - $o0)) / 1048576; if (o < 0) o = 0; printf \"%.0f\", o }")
   load=$(awk '{print $1+$2}' "$work/time")
+  srvcpu=$(awk "BEGIN { print ($s1 - $s0) / $HZ }")
   others=$(awk -v b=$((b1-b0)) -v s=$((s1-s0)) -v l="$load" -v hz="$HZ" -v n="$NCPU" -v dt="$(awk "BEGIN{print $t1-$t0}")" \
     'BEGIN { o = ((b - s) / hz - l) / (n * dt) * 100; if (o < 0) o = 0; printf "%.0f", o }')
 }
 
-declare -A rps p50 p99 rss
+# cpureq LINE: the server's CPU milliseconds per request of that run.
+cpureq() { awk -v c="$srvcpu" -v n="$(field "$1" requests)" 'BEGIN { printf "%.3f", n ? c * 1000 / n : 0 }'; }
+
+declare -A rps p50 p99 rss cpu
 loaded() {
   local name=$1 round=$2
   start "$name"
@@ -143,23 +149,25 @@ loaded() {
   rps[$name,$round]=$(field "$line" rps)
   p50[$name,$round]=$(field "$line" p50_ms)
   p99[$name,$round]=$(field "$line" p99_ms)
+  cpu[$name,$round]=$(cpureq "$line")
   stop
   rss[$name,$round]=$peak
-  printf '  %-9s %8s req/s  p50 %7s ms  p99 %7s ms  peak RSS %5.1f MiB  (others: cpu %s%%, wrote %s MB)\n' "$name" "${rps[$name,$round]}" \
-    "${p50[$name,$round]}" "${p99[$name,$round]}" "$(awk "BEGIN{print ${rss[$name,$round]}/1024}")" "$others" "$otherio"
+  printf '  %-9s %7s req/s  cpu/req %5s ms  p50 %7s ms  p99 %7s ms  peak RSS %5.1f MiB  (others: cpu %s%%, wrote %s MB)\n' "$name" "${rps[$name,$round]}" \
+    "${cpu[$name,$round]}" "${p50[$name,$round]}" "${p99[$name,$round]}" "$(awk "BEGIN{print ${rss[$name,$round]}/1024}")" "$others" "$otherio"
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 max() { printf '%s\n' "$@" | sort -g | tail -n1; }
 
 echo "== $ROUNDS rounds: wrk -t$THREADS -c$CONNS -d$DURATION, body $(stat -c %s "$BODY") bytes ($(basename "$(dirname "$BODY")")/$(basename "$BODY"))"
-ratios=()
+ratios=(); cpuratios=()
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round"
   if (( round % 2 )); then order="ciwebhook reference"; else order="reference ciwebhook"; fi
   for name in $order; do loaded "$name" "$round"; done
   ratios+=("$(awk "BEGIN{printf \"%.3f\", ${rps[ciwebhook,$round]}/${rps[reference,$round]}}")")
-  echo "  ratio ciwebhook/reference: ${ratios[-1]}"
+  cpuratios+=("$(awk "BEGIN{printf \"%.3f\", ${cpu[reference,$round]}/${cpu[ciwebhook,$round]}}")")
+  echo "  ratio ciwebhook/reference: throughput ${ratios[-1]}, requests per CPU second ${cpuratios[-1]}"
 done
 
 echo "== fixed rate: $RATE req/s for $DURATION, $CONNS workers (bench/loadgen, open loop), $ROUNDS rounds"
@@ -174,8 +182,8 @@ fixedrun() {
   stop
   fixed[$name,$round]=$(field "$line" p99_ms)
   rss[$name,fixed$round]=$peak
-  printf '  %-9s %6s req/s  p50 %6s ms  p90 %6s ms  p99 %7s ms  max %7s ms  peak RSS %5.1f MiB  (others: cpu %s%%, wrote %s MB)\n' "$name" \
-    "$(field "$line" rps)" "$(field "$line" p50_ms)" "$(field "$line" p90_ms)" "$(field "$line" p99_ms)" "$(field "$line" max_ms)" \
+  printf '  %-9s %6s req/s  cpu/req %5s ms  p50 %6s ms  p90 %6s ms  p99 %7s ms  max %7s ms  peak RSS %5.1f MiB  (others: cpu %s%%, wrote %s MB)\n' "$name" \
+    "$(field "$line" rps)" "$(cpureq "$line")" "$(field "$line" p50_ms)" "$(field "$line" p90_ms)" "$(field "$line" p99_ms)" "$(field "$line" max_ms)" \
     "$(awk "BEGIN{print $peak/1024}")" "$others" "$otherio"
 }
 for round in $(seq 1 "$ROUNDS"); do
@@ -186,13 +194,14 @@ done
 
 echo "== summary"
 for name in ciwebhook reference; do
-  r=(); a=(); b=(); m=(); f=()
+  r=(); a=(); b=(); m=(); f=(); c=()
   for round in $(seq 1 "$ROUNDS"); do
-    r+=("${rps[$name,$round]}"); a+=("${p50[$name,$round]}"); b+=("${p99[$name,$round]}")
+    r+=("${rps[$name,$round]}"); a+=("${p50[$name,$round]}"); b+=("${p99[$name,$round]}"); c+=("${cpu[$name,$round]}")
     m+=("${rss[$name,$round]}" "${rss[$name,fixed$round]}"); f+=("${fixed[$name,$round]}")
   done
-  printf '%-9s median %8s req/s  p50 %7s ms  p99 %7s ms  | at %s req/s: median p99 %7s ms (rounds: %s)  | peak RSS %5.1f MiB\n' \
-    "$name" "$(median "${r[@]}")" "$(median "${a[@]}")" "$(median "${b[@]}")" \
+  printf '%-9s median %7s req/s  cpu/req %5s ms  p50 %7s ms  p99 %7s ms  | at %s req/s: median p99 %7s ms (rounds: %s)  | peak RSS %5.1f MiB\n' \
+    "$name" "$(median "${r[@]}")" "$(median "${c[@]}")" "$(median "${a[@]}")" "$(median "${b[@]}")" \
     "$RATE" "$(median "${f[@]}")" "${f[*]}" "$(awk "BEGIN{print $(max "${m[@]}")/1024}")"
 done
 echo "throughput ratio ciwebhook/reference: median $(median "${ratios[@]}") (rounds: ${ratios[*]})"
+echo "requests per CPU second, ciwebhook/reference: median $(median "${cpuratios[@]}") (rounds: ${cpuratios[*]})"
