@@ -265,6 +265,8 @@ func TestLedgerRetryPostedByRunningServer(t *testing.T) {
 		t.Fatalf("retry: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	waitFor(t, "the server to post retry-0", func() bool { return len(fake.Accepted()) == 1 })
+	// Slack's 200 comes before the worker records it: give the write a moment.
+	waitFor(t, "retry-0 to be recorded", func() bool { s, _ := showState(t, env, "retry-0"); return s != "pending" })
 	if s, n := showState(t, env, "retry-0"); s != "delivered" || n != 1 {
 		t.Errorf("retry-0 after its retry: %s after %v attempts, want delivered after 1", s, n)
 	}
