@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -90,11 +89,9 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	var poster outbox.Poster
 	slackMode := "log-only"
 	if cfg.SlackWebhookURL != "" {
-		client := opts.HTTPClient
-		if client == nil {
-			client = &http.Client{Timeout: 15 * time.Second}
-		}
-		poster = slack.NewWebhook(cfg.SlackWebhookURL.Reveal(), client)
+		// nil gives the Slack client its defaults: a transport of its own,
+		// a timeout, and no redirects followed.
+		poster = slack.NewWebhook(cfg.SlackWebhookURL.Reveal(), opts.HTTPClient)
 		slackMode = "webhook"
 	}
 	s.worker = outbox.New(s.store, poster, m, log, outbox.Options{

@@ -273,14 +273,19 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, row ledger.Delive
 // message, failing to record that would post it again. The write itself
 // outlives shutdown's cancellation for the same reason.
 func (w *Worker) persist(ctx context.Context, log *slog.Logger, write func(context.Context) error) {
-	for i := 0; ; i++ {
+	// Bounded, so a ledger that stays away cannot hold up shutdown for long.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		err := write(wctx)
 		cancel()
 		if err == nil || errors.Is(err, ledger.ErrNotPending) || errors.Is(err, ledger.ErrNotFound) {
 			return
 		}
-		if i == 20 || !sleep(ctx, 500*time.Millisecond) {
+		// The retries outlive a lost lead or a shutdown too: the database
+		// connection that failed this write often took the delivery lock
+		// with it, and giving up now is what would post the message twice.
+		if time.Now().After(deadline) || !sleep(context.WithoutCancel(ctx), 500*time.Millisecond) {
 			log.Error("outbox: cannot record the outcome; the message may be posted again", "err", err)
 			return
 		}

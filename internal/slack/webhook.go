@@ -49,7 +49,11 @@ type Client struct {
 func NewWebhook(url string, httpClient *http.Client) *Client {
 	if httpClient == nil {
 		httpClient = &http.Client{
-			Timeout: defaultTimeout,
+			// A transport of its own: http.DefaultTransport is shared with
+			// the rest of the program, whose CloseIdleConnections (an
+			// httptest.Server's Close calls it) would cut a post in flight.
+			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			Timeout:   defaultTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},

@@ -78,6 +78,9 @@ func Schema(t testing.TB, key string) string {
 		}
 		made[name] = true
 		t.Cleanup(func() {
+			mu.Lock()
+			delete(made, name) // a rerun (-count=N) makes it afresh
+			mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if conn, err := pgx.Connect(ctx, dsn); err == nil {
