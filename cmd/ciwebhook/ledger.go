@@ -76,8 +76,9 @@ func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) (rest []string
 }
 
 // openLedger opens the ledger the environment configures, as the server
-// does but without needing the secret.
-func openLedger(ctx context.Context, getenv func(string) string) (ledger.Store, error) {
+// does but without needing the secret. A reader (list, show) of a file
+// ledger that a running server holds gets a read-only snapshot of it.
+func openLedger(ctx context.Context, getenv func(string) string, reader bool) (ledger.Store, error) {
 	cfg, err := config.Load(func(k string) string {
 		if k == "ENABLE_WEBHOOKS" {
 			return "false" // skips the secret; the ledger settings are read all the same
@@ -96,11 +97,13 @@ func openLedger(ctx context.Context, getenv func(string) string) (ledger.Store, 
 		}
 	}
 	st, err := ciwebhook.OpenLedger(ctx, cfg)
-	// The file backend's lock error is only a message; matching it is the
-	// one way to say what to do about it. TestLedgerFileBackendInUse keeps
-	// the two in step.
 	if errors.Is(err, file.ErrLocked) {
-		return nil, fmt.Errorf("the file ledger %s is in use by a running server; stop it, or use the sqlite backend", cfg.LedgerPath)
+		if reader {
+			return file.Snapshot(cfg.LedgerPath)
+		}
+		// A requeue written beside the server would never reach its
+		// worker, which keeps the file ledger in memory.
+		return nil, fmt.Errorf("the file ledger %s is in use by a running server: stop it to retry rows, or use the sqlite backend", cfg.LedgerPath)
 	}
 	return st, err
 }
@@ -129,7 +132,7 @@ func ledgerList(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stderr, "ciwebhook ledger list: --limit %d must be at least 1\n", *limit)
 		return 2
 	}
-	st, err := openLedger(ctx, getenv)
+	st, err := openLedger(ctx, getenv, true)
 	if err != nil {
 		fmt.Fprintf(stderr, "ciwebhook ledger list: %v\n", err)
 		return 1
@@ -191,7 +194,7 @@ func ledgerShow(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintln(stderr, "ciwebhook ledger show: give exactly one delivery GUID")
 		return 2
 	}
-	st, err := openLedger(ctx, getenv)
+	st, err := openLedger(ctx, getenv, true)
 	if err != nil {
 		fmt.Fprintf(stderr, "ciwebhook ledger show: %v\n", err)
 		return 1
@@ -246,7 +249,7 @@ ignored row has no message to post.
 		fmt.Fprintln(stderr, "ciwebhook ledger retry: give one delivery GUID or --failed")
 		return 2
 	}
-	st, err := openLedger(ctx, getenv)
+	st, err := openLedger(ctx, getenv, false)
 	if err != nil {
 		fmt.Fprintf(stderr, "ciwebhook ledger retry: %v\n", err)
 		return 1

@@ -98,9 +98,36 @@ type Store struct {
 	pending int
 	failed  int
 	lastSeq int64
+	// readOnly marks a Snapshot: it never writes, so it needs no lock.
+	readOnly bool
 }
 
 var _ ledger.Store = (*Store)(nil)
+
+// ErrReadOnly is returned by every write to a Snapshot.
+var ErrReadOnly = errors.New("file ledger: a snapshot is read-only")
+
+// Snapshot reads the ledger at path as it stands, without the lock, so an
+// operator can look at it while a server holds it. Every fsynced line is
+// there; a line being written is left out, and nothing is ever written.
+// A compaction that renames a new file over path meanwhile does not
+// disturb it: the snapshot keeps reading the file it opened.
+func Snapshot(path string) (*Store, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("file ledger: %w", err)
+	}
+	s := &Store{
+		path: path, limit: 1, f: f, readOnly: true,
+		rows: map[string]*ledger.Delivery{}, keys: map[string]int{},
+		streaks: map[string]ledger.StreakState{},
+	}
+	if err := s.load(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return s, nil
+}
 
 // Open opens the ledger at path, creating the file and its folder (0o750)
 // when they do not exist. After each write, the oldest finished rows are
@@ -273,7 +300,7 @@ func (s *Store) load() error {
 	if err != nil {
 		return fmt.Errorf("ledger file %s: %w", s.path, err)
 	}
-	if fi.Size() > good {
+	if fi.Size() > good && !s.readOnly {
 		if err := s.f.Truncate(good); err != nil {
 			return fmt.Errorf("ledger file %s: cut off torn last line: %w", s.path, err)
 		}
@@ -364,6 +391,9 @@ func (s *Store) usable() error {
 
 // write appends one line and waits until it is on disk. s.mu is held.
 func (s *Store) write(e entry) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
 	if s.dirDirty {
 		if err := syncDir(filepath.Dir(s.path)); err != nil {
 			return fmt.Errorf("ledger file %s: %w", s.path, err)

@@ -2,6 +2,7 @@ package file
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -448,5 +449,47 @@ func TestStreaksSurviveCompaction(t *testing.T) {
 	pass := ledger.StreakRun{ID: "2", Attempt: 1, Number: 2, Result: ledger.Pass, At: time.Unix(400, 0).UTC()}
 	if v, err := s.Streak(ctx, "wf:o/r:ci.yml:main", pass); err != nil || v.Verdict != ledger.VerdictFixed || v.BrokenRuns != 1 {
 		t.Errorf("after compactions and a restart: %+v, %v; want fixed after 1 run", v, err)
+	}
+}
+
+// A snapshot reads a ledger another Store holds, changes nothing, and
+// leaves a line being written alone.
+func TestSnapshot(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	s, err := Open(path, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := &ledger.Delivery{GUID: "a", Event: "ping", ReceivedAt: time.Now(), State: ledger.Ignored}
+	if _, err := s.Record(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	// A write under way: half a line at the end.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"put":{"guid":"b"`)
+	f.Close()
+	before, _ := os.ReadFile(path)
+
+	snap, err := Snapshot(path)
+	if err != nil {
+		t.Fatalf("Snapshot of a held ledger: %v", err)
+	}
+	defer snap.Close()
+	if got, err := snap.Get(t.Context(), "a"); err != nil || got.GUID != "a" {
+		t.Errorf("snapshot Get(a) = %+v, %v", got, err)
+	}
+	if _, err := snap.Record(t.Context(), &ledger.Delivery{GUID: "c", Event: "ping", ReceivedAt: time.Now(), State: ledger.Ignored}); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("Record on a snapshot = %v, want ErrReadOnly", err)
+	}
+	if err := snap.Requeue(t.Context(), "a"); err == nil {
+		t.Error("Requeue on a snapshot succeeded")
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Error("a snapshot changed the file (it must not cut the line being written)")
 	}
 }
