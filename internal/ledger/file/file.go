@@ -381,6 +381,20 @@ func (s *Store) count(d *ledger.Delivery, n int) {
 	}
 }
 
+// enter starts a method: it checks ctx and that the store is usable, and
+// takes s.mu, which the caller releases.
+func (s *Store) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if err := s.usable(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
 // usable says why the store cannot be used, if it cannot. s.mu is held.
 func (s *Store) usable() error {
 	if s.f == nil {
@@ -510,14 +524,10 @@ func (s *Store) Record(ctx context.Context, d *ledger.Delivery) (ledger.Result, 
 	case !d.State.Valid():
 		return 0, fmt.Errorf("file ledger: Record %s: unknown state %q", d.GUID, d.State)
 	}
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return 0, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return 0, err
-	}
 	if _, ok := s.rows[d.GUID]; ok {
 		return ledger.Duplicate, nil
 	}
@@ -547,14 +557,10 @@ func (s *Store) Record(ctx context.Context, d *ledger.Delivery) (ledger.Result, 
 // line before it answers, so the verdict survives a crash the moment it is
 // given. One process holds the file (its lock), so the mutex is enough.
 func (s *Store) Streak(ctx context.Context, key string, run ledger.StreakRun) (ledger.StreakVerdict, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return ledger.StreakVerdict{}, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return ledger.StreakVerdict{}, err
-	}
 	prev := s.streaks[key]
 	next, v := ledger.Judge(prev, run)
 	if reflect.DeepEqual(prev, next) {
@@ -573,14 +579,10 @@ func (s *Store) Streak(ctx context.Context, key string, run ledger.StreakRun) (l
 // Due returns up to limit Pending rows with a Seq greater than after whose
 // NextAttemptAt is not after now, in order of arrival.
 func (s *Store) Due(ctx context.Context, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return nil, err
-	}
 	start, _ := slices.BinarySearchFunc(s.order, after+1, func(d *ledger.Delivery, seq int64) int { return cmpSeq(d.Seq, seq) })
 	var out []ledger.Delivery
 	for _, d := range s.order[start:] {
@@ -616,14 +618,10 @@ func (s *Store) Reschedule(ctx context.Context, guid string, attempts int, lastE
 // update changes a copy of one Pending row with change, which returns the
 // rows to prune, and stores it.
 func (s *Store) update(ctx context.Context, guid string, change func(*ledger.Delivery) []string) error {
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return err
-	}
 	cur, ok := s.rows[guid]
 	if !ok {
 		return fmt.Errorf("%w: %s", ledger.ErrNotFound, guid)
@@ -645,14 +643,10 @@ func (s *Store) update(ctx context.Context, guid string, change func(*ledger.Del
 // Subject returns the rows recorded with that subject, in order of arrival.
 // No subject is no group: Subject("") returns nothing.
 func (s *Store) Subject(ctx context.Context, subject string) ([]ledger.Delivery, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return nil, err
-	}
 	var out []ledger.Delivery
 	if subject == "" {
 		return out, nil
@@ -667,14 +661,10 @@ func (s *Store) Subject(ctx context.Context, subject string) ([]ledger.Delivery,
 
 // Get returns one row, or an error wrapping ledger.ErrNotFound.
 func (s *Store) Get(ctx context.Context, guid string) (ledger.Delivery, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return ledger.Delivery{}, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return ledger.Delivery{}, err
-	}
 	d, ok := s.rows[guid]
 	if !ok {
 		return ledger.Delivery{}, fmt.Errorf("%w: %s", ledger.ErrNotFound, guid)
@@ -684,14 +674,10 @@ func (s *Store) Get(ctx context.Context, guid string) (ledger.Delivery, error) {
 
 // List returns up to limit rows, newest first; state "" means any.
 func (s *Store) List(ctx context.Context, state ledger.State, limit int) ([]ledger.Delivery, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return nil, err
-	}
 	var out []ledger.Delivery
 	for i := len(s.order) - 1; i >= 0 && len(out) < limit; i-- {
 		if d := s.order[i]; state == "" || d.State == state {
@@ -703,14 +689,10 @@ func (s *Store) List(ctx context.Context, state ledger.State, limit int) ([]ledg
 
 // Requeue makes a row with a message Pending again, due now.
 func (s *Store) Requeue(ctx context.Context, guid string) error {
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return err
-	}
 	cur, ok := s.rows[guid]
 	if !ok {
 		return fmt.Errorf("%w: %s", ledger.ErrNotFound, guid)
@@ -730,14 +712,10 @@ func (s *Store) Requeue(ctx context.Context, guid string) error {
 
 // Stats counts the rows; LastDeliveryAt is the newest row's ReceivedAt.
 func (s *Store) Stats(ctx context.Context) (ledger.Stats, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return ledger.Stats{}, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return ledger.Stats{}, err
-	}
 	st := ledger.Stats{Size: len(s.rows), Pending: s.pending, Failed: s.failed}
 	if n := len(s.order); n > 0 {
 		st.LastDeliveryAt = s.order[n-1].ReceivedAt
