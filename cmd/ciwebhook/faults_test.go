@@ -176,6 +176,17 @@ func (l *load) run(base string, senders int, stop <-chan struct{}) *sync.WaitGro
 	return &wg
 }
 
+// missingAcked counts the acknowledged deliveries seen has no post for.
+func missingAcked[T any](l *load, seen map[int][]T) int {
+	missing := 0
+	for i, r := range l.res {
+		if r == acked && len(seen[i]) == 0 {
+			missing++
+		}
+	}
+	return missing
+}
+
 func (l *load) count(o outcome) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -298,12 +309,7 @@ func crashUnderLoad(t *testing.T, o crashOpts) crashReport {
 	lastMissing, progressAt := -1, time.Now()
 	for {
 		seen := postsByRound(fakes)
-		missing := 0
-		for i, r := range l.res {
-			if r == acked && len(seen[i]) == 0 {
-				missing++
-			}
-		}
+		missing := missingAcked(l, seen)
 		h := s.health(t)
 		if missing == 0 && h["pending"] == 0.0 {
 			break
@@ -623,12 +629,7 @@ func TestFaultPostgresConnectionsTerminated(t *testing.T) {
 	deadline := time.Now().Add(45 * time.Second)
 	for {
 		seen := slackCounts(fake)
-		missing := 0
-		for i, r := range l.res {
-			if r == acked && len(seen[i]) == 0 {
-				missing++
-			}
-		}
+		missing := missingAcked(l, seen)
 		if missing == 0 {
 			break
 		}

@@ -202,12 +202,7 @@ func TestSoak(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		seen := slackCounts(fake)
-		missing := 0
-		for i, r := range l.res {
-			if r == acked && len(seen[i]) == 0 {
-				missing++
-			}
-		}
+		missing := missingAcked(l, seen)
 		h := s.health(t)
 		if missing == 0 && h["pending"] == 0.0 {
 			break
