@@ -158,14 +158,7 @@ func (l *load) run(base string, senders int, stop <-chan struct{}) *sync.WaitGro
 				l.mu.Unlock()
 				code, err := post(base, faultGUID(i), faultBody(l.t, i))
 				l.mu.Lock()
-				switch {
-				case err != nil:
-					l.res[i] = noAnswer
-				case code/100 == 2:
-					l.res[i] = acked
-				default:
-					l.res[i], l.code[i] = refused, code
-				}
+				l.note(i, code, err)
 				l.mu.Unlock()
 				if err != nil {
 					time.Sleep(5 * time.Millisecond) // the server is down: do not spin
@@ -185,6 +178,18 @@ func missingAcked[T any](l *load, seen map[int][]T) int {
 		}
 	}
 	return missing
+}
+
+// note records what became of delivery i; l.mu is held.
+func (l *load) note(i, code int, err error) {
+	switch {
+	case err != nil:
+		l.res[i] = noAnswer
+	case code/100 == 2:
+		l.res[i] = acked
+	default:
+		l.res[i], l.code[i] = refused, code
+	}
 }
 
 func (l *load) count(o outcome) int {
@@ -578,14 +583,7 @@ func TestFaultPostgresConnectionsTerminated(t *testing.T) {
 		code, err := post(s.url, faultGUID(i), faultBody(t, i))
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		switch {
-		case err != nil:
-			l.res[i] = noAnswer
-		case code/100 == 2:
-			l.res[i] = acked
-		default:
-			l.res[i], l.code[i] = refused, code
-		}
+		l.note(i, code, err)
 		return code
 	}
 	terminated := 0
