@@ -63,6 +63,11 @@ type Delivery struct {
 	Subject string `json:"subject,omitempty"`
 	// Message is the summarized notification the worker renders (JSON).
 	Message []byte `json:"message,omitempty"`
+	// Destination is the name of the route whose Slack destination the
+	// message goes to; "" is the default one (SLACK_WEBHOOK_URL, or the
+	// log in log-only mode). Each destination has its own worker, so the
+	// worker of one reads only its own rows.
+	Destination string `json:"destination,omitempty"`
 	// NextAttemptAt is when a Pending row may next be tried.
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
 	// Seq orders rows by arrival; the backend assigns it.
@@ -104,11 +109,12 @@ type Store interface {
 	// more rows than the store's limit; the row just written is never one
 	// of them, so a redelivery of it is still a Duplicate.
 	Record(ctx context.Context, d *Delivery) (Result, error)
-	// Due returns up to limit Pending rows with a Seq greater than after
-	// whose NextAttemptAt is not after now, in order of arrival. The cursor
-	// lets the worker walk a backlog page by page without loading it whole
-	// and without seeing the rows it just rescheduled again.
-	Due(ctx context.Context, now time.Time, after int64, limit int) ([]Delivery, error)
+	// Due returns up to limit Pending rows of destination with a Seq
+	// greater than after whose NextAttemptAt is not after now, in order of
+	// arrival. The cursor lets the worker walk a backlog page by page
+	// without loading it whole and without seeing the rows it just
+	// rescheduled again.
+	Due(ctx context.Context, destination string, now time.Time, after int64, limit int) ([]Delivery, error)
 	// Finish ends a Pending row as Delivered or Failed.
 	Finish(ctx context.Context, guid string, state State, attempts int, lastErr string) error
 	// Reschedule keeps a row Pending and sets when it is next tried.
@@ -131,13 +137,32 @@ type Store interface {
 	// Judging the same run (ID, Attempt, Result) again returns the verdict
 	// it got before and changes nothing, so a redelivery counts once.
 	Streak(ctx context.Context, key string, run StreakRun) (StreakVerdict, error)
+	// Live returns the live message kept under key, or ErrNotFound.
+	Live(ctx context.Context, key string) (Live, error)
+	// SetLive keeps m under key, replacing what was there. Like streaks,
+	// live messages survive restarts and are not pruned with deliveries.
+	SetLive(ctx context.Context, key string, m Live) error
 	Close() error
+}
+
+// Live is the Slack message that stands for one subject (a workflow run, a
+// check suite, a pull request) at one destination, when the destination
+// posts with a bot token: later events of the subject update it, or reply
+// in its thread, instead of posting again.
+type Live struct {
+	Channel string `json:"channel"`
+	TS      string `json:"ts"` // Slack's ID of the message
+	// Final says the subject's last state was posted (a completed run): an
+	// earlier state that GitHub delivers late must not overwrite it.
+	Final     bool      `json:"final,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // ErrNothingToPost is returned by Requeue for a row that owes no message.
 var ErrNothingToPost = errors.New("ledger: delivery has no message to post")
 
-// ErrNotFound is returned by Get, Finish and Reschedule for an unknown GUID.
+// ErrNotFound is returned by Get, Finish and Reschedule for an unknown GUID,
+// and by Live for an unknown key.
 var ErrNotFound = errors.New("ledger: no such delivery")
 
 // ErrNotPending is returned by Finish and Reschedule when the row is finished.

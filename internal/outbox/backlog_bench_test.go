@@ -38,10 +38,10 @@ func liveHeap() uint64 {
 	return m.HeapAlloc
 }
 
-func (p *heapProbe) Due(ctx context.Context, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
+func (p *heapProbe) Due(ctx context.Context, destination string, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
 	p.pages++
 	p.maxLive = max(p.maxLive, liveHeap())
-	return p.Store.Due(ctx, now, after, limit)
+	return p.Store.Due(ctx, destination, now, after, limit)
 }
 
 // BenchmarkBacklog walks a Slack backlog of owed rows once (one op) with

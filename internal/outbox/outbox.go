@@ -24,7 +24,7 @@ import (
 
 // Store is the part of the ledger the worker uses.
 type Store interface {
-	Due(ctx context.Context, now time.Time, after int64, limit int) ([]ledger.Delivery, error)
+	Due(ctx context.Context, destination string, now time.Time, after int64, limit int) ([]ledger.Delivery, error)
 	Finish(ctx context.Context, guid string, state ledger.State, attempts int, lastErr string) error
 	Reschedule(ctx context.Context, guid string, attempts int, lastErr string, next time.Time) error
 }
@@ -153,7 +153,7 @@ func (w *Worker) run(ctx context.Context) {
 func (w *Worker) pass(ctx context.Context, now time.Time) {
 	var after int64
 	for ctx.Err() == nil {
-		rows, err := w.store.Due(ctx, now, after, batch)
+		rows, err := w.store.Due(ctx, "", now, after, batch)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Error("outbox: cannot read owed deliveries", "err", err)

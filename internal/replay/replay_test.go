@@ -406,7 +406,7 @@ func replay(t *testing.T, s *stream, mode string) result {
 		r.answers[a.Status]++
 		r.deliveries++
 	}
-	rows, err := store.Due(context.Background(), time.Now().Add(time.Hour), 0, 100_000)
+	rows, err := store.Due(context.Background(), "", time.Now().Add(time.Hour), 0, 100_000)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,14 @@ type entry struct {
 	// Streak is a streak's new state (NOTIFY_MODE=changes); streaks are
 	// not rows and are never pruned.
 	Streak *streakLine `json:"streak,omitempty"`
+	// Live is a live message kept under a key (ledger.Live); like
+	// streaks, never pruned.
+	Live *liveLine `json:"live,omitempty"`
+}
+
+type liveLine struct {
+	Key     string      `json:"key"`
+	Message ledger.Live `json:"message"`
 }
 
 type streakLine struct {
@@ -93,6 +101,7 @@ type Store struct {
 
 	rows    map[string]*ledger.Delivery
 	streaks map[string]ledger.StreakState
+	live    map[string]ledger.Live
 	order   []*ledger.Delivery // live rows, by Seq
 	keys    map[string]int     // live rows per Key
 	pending int
@@ -120,7 +129,7 @@ func Snapshot(path string) (*Store, error) {
 	s := &Store{
 		path: path, limit: 1, f: f, readOnly: true,
 		rows: map[string]*ledger.Delivery{}, keys: map[string]int{},
-		streaks: map[string]ledger.StreakState{},
+		streaks: map[string]ledger.StreakState{}, live: map[string]ledger.Live{},
 	}
 	if err := s.load(); err != nil {
 		f.Close()
@@ -156,6 +165,7 @@ func Open(path string, limit int) (*Store, error) {
 		keys:  map[string]int{},
 
 		streaks: map[string]ledger.StreakState{},
+		live:    map[string]ledger.Live{},
 	}
 	if err := s.load(); err != nil {
 		f.Close()
@@ -326,11 +336,14 @@ func (s *Store) replay(line []byte) error {
 	if err := json.Unmarshal(line, &e); err != nil {
 		return err
 	}
-	if e.Put == nil && e.Del == nil && e.Seq == 0 && e.Streak == nil {
+	if e.Put == nil && e.Del == nil && e.Seq == 0 && e.Streak == nil && e.Live == nil {
 		return errors.New("empty record")
 	}
 	if e.Streak != nil && e.Streak.Key == "" {
 		return errors.New("streak without a key")
+	}
+	if e.Live != nil && e.Live.Key == "" {
+		return errors.New("live message without a key")
 	}
 	if p := e.Put; p != nil {
 		switch {
@@ -352,6 +365,9 @@ func (s *Store) replay(line []byte) error {
 	}
 	if e.Streak != nil {
 		s.streaks[e.Streak.Key] = e.Streak.State
+	}
+	if e.Live != nil {
+		s.live[e.Live.Key] = e.Live.Message
 	}
 	return nil
 }
@@ -576,9 +592,37 @@ func (s *Store) Streak(ctx context.Context, key string, run ledger.StreakRun) (l
 	return v, nil
 }
 
-// Due returns up to limit Pending rows with a Seq greater than after whose
-// NextAttemptAt is not after now, in order of arrival.
-func (s *Store) Due(ctx context.Context, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
+// Live returns the live message kept under key.
+func (s *Store) Live(ctx context.Context, key string) (ledger.Live, error) {
+	if err := s.enter(ctx); err != nil {
+		return ledger.Live{}, err
+	}
+	defer s.mu.Unlock()
+	m, ok := s.live[key]
+	if !ok {
+		return m, fmt.Errorf("%w: live message %s", ledger.ErrNotFound, key)
+	}
+	return m, nil
+}
+
+// SetLive keeps m under key, as one fsynced line.
+func (s *Store) SetLive(ctx context.Context, key string, m ledger.Live) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	m.UpdatedAt = utc(m.UpdatedAt)
+	if err := s.write(entry{Live: &liveLine{Key: key, Message: m}}); err != nil {
+		return err
+	}
+	s.live[key] = m
+	s.maybeCompact()
+	return nil
+}
+
+// Due returns up to limit Pending rows of destination with a Seq greater
+// than after whose NextAttemptAt is not after now, in order of arrival.
+func (s *Store) Due(ctx context.Context, destination string, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
 	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -589,7 +633,7 @@ func (s *Store) Due(ctx context.Context, now time.Time, after int64, limit int) 
 		if len(out) >= limit {
 			break
 		}
-		if d.State == ledger.Pending && !d.NextAttemptAt.After(now) {
+		if d.State == ledger.Pending && d.Destination == destination && !d.NextAttemptAt.After(now) {
 			out = append(out, clone(*d))
 		}
 	}
@@ -743,7 +787,7 @@ func (s *Store) Close() error {
 // The change that called it is already on disk, so a failure here only
 // postpones the next try. s.mu is held.
 func (s *Store) maybeCompact() {
-	live := len(s.rows) + len(s.streaks)
+	live := len(s.rows) + len(s.streaks) + len(s.live)
 	if s.lines <= 2*live+compactSlack || s.lines < s.compactAt {
 		return
 	}
@@ -787,6 +831,11 @@ func (s *Store) compact() (err error) {
 			return err
 		}
 	}
+	for _, k := range slices.Sorted(maps.Keys(s.live)) {
+		if err := add(entry{Live: &liveLine{Key: k, Message: s.live[k]}}); err != nil {
+			return err
+		}
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
@@ -806,7 +855,7 @@ func (s *Store) compact() (err error) {
 		return err
 	}
 	old := s.f
-	s.f, s.size, s.lines, s.compactAt = tmp, fi.Size(), 1+len(s.order)+len(s.streaks), 0
+	s.f, s.size, s.lines, s.compactAt = tmp, fi.Size(), 1+len(s.order)+len(s.streaks)+len(s.live), 0
 	old.Close()
 	if syncDir(dir) != nil {
 		s.dirDirty = true // write retries it before the next line

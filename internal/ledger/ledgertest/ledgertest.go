@@ -60,6 +60,7 @@ func Run(t *testing.T, open Opener) {
 		{"Due", testDue},
 		{"DueSkipsRescheduled", testDueSkipsRescheduled},
 		{"DueCursor", testDueCursor},
+		{"DueByDestination", testDueByDestination},
 		{"Finish", testFinish},
 		{"Reschedule", testReschedule},
 		{"Subject", testSubject},
@@ -74,6 +75,8 @@ func Run(t *testing.T, open Opener) {
 		{"Streak", testStreak},
 		{"StreakRestart", testStreakRestart},
 		{"StreakConcurrent", testStreakConcurrent},
+		{"Live", testLive},
+		{"LiveRestart", testLiveRestart},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
@@ -206,7 +209,7 @@ func stats(t *testing.T, s ledger.Store) ledger.Stats {
 
 func due(t *testing.T, s ledger.Store, now time.Time, after int64, limit int) []string {
 	t.Helper()
-	ds, err := s.Due(t.Context(), now, after, limit)
+	ds, err := s.Due(t.Context(), "", now, after, limit)
 	if err != nil {
 		t.Fatalf("Due(%v, %d, %d): %v", now, after, limit, err)
 	}

@@ -105,7 +105,7 @@ func testConcurrentDistinctGUIDs(t *testing.T, open Opener) {
 	if st := stats(t, h.s); st.Size != n || st.Pending != n {
 		t.Errorf("Stats = %+v, want Size %d, Pending %d", st, n, n)
 	}
-	got, err := h.s.Due(t.Context(), at(10_000), 0, 2*n)
+	got, err := h.s.Due(t.Context(), "", at(10_000), 0, 2*n)
 	if err != nil {
 		t.Fatalf("Due: %v", err)
 	}
@@ -229,6 +229,7 @@ func fullRow() ledger.Delivery {
 		Subject:       "check_suite:118578147",
 		Message:       []byte(`{"kind":"workflow_run","title":"Fix \"flaky\" <ledger> test ✅","number":163}`),
 		NextAttemptAt: base.Add(90*time.Second + 250*time.Millisecond),
+		Destination:   "platform-live",
 	}
 }
 
@@ -270,7 +271,7 @@ func testRoundTrip(t *testing.T, open Opener) {
 	minimal.Seq = m.Seq
 	assertSame(t, "Get of a minimal row", minimal, get(t, h.s, "minimal"))
 
-	ds, err := h.s.Due(t.Context(), at(10_000), 0, 10)
+	ds, err := h.s.Due(t.Context(), full.Destination, at(10_000), 0, 10)
 	if err != nil {
 		t.Fatalf("Due: %v", err)
 	}
@@ -358,7 +359,7 @@ func testDue(t *testing.T, open Opener) {
 			t.Errorf("Due(now%+v, 0, %d) = %v, want %v", c.now.Sub(now), c.limit, got, c.want)
 		}
 	}
-	ds, err := h.s.Due(t.Context(), now, 0, 1)
+	ds, err := h.s.Due(t.Context(), "", now, 0, 1)
 	if err != nil || len(ds) != 1 {
 		t.Fatalf("Due(now, 1) = %v, %v", guids(ds), err)
 	}
@@ -423,7 +424,7 @@ func testDueCursor(t *testing.T, open Opener) {
 		if pages > 10 {
 			t.Fatalf("the walk does not end: seen %v", seen)
 		}
-		ds, err := h.s.Due(t.Context(), now, after, 2)
+		ds, err := h.s.Due(t.Context(), "", now, after, 2)
 		if err != nil {
 			t.Fatalf("Due(after %d): %v", after, err)
 		}
@@ -826,7 +827,7 @@ func testConcurrentMixed(t *testing.T, open Opener) {
 				t.Errorf("Stats: %v", err)
 				return
 			}
-			if _, err := h.s.Due(ctx, at(10_000), 0, 10); err != nil {
+			if _, err := h.s.Due(ctx, "", at(10_000), 0, 10); err != nil {
 				t.Errorf("Due: %v", err)
 				return
 			}
@@ -873,7 +874,7 @@ func testClosed(t *testing.T, open Opener) {
 	for name, op := range map[string]func() error{
 		"Record(new)": func() error { _, err := s.Record(ctx, row("b", 1)); return err },
 		"Record(dup)": func() error { _, err := s.Record(ctx, row("a", 1)); return err },
-		"Due":         func() error { _, err := s.Due(ctx, at(100), 0, 10); return err },
+		"Due":         func() error { _, err := s.Due(ctx, "", at(100), 0, 10); return err },
 		"Finish":      func() error { return s.Finish(ctx, "a", ledger.Delivered, 1, "") },
 		"Reschedule":  func() error { return s.Reschedule(ctx, "a", 1, "", at(100)) },
 		"Subject":     func() error { _, err := s.Subject(ctx, "x"); return err },

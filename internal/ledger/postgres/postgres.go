@@ -45,11 +45,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- table is migrated in place.
 ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS claimed_until BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS claimed_by TEXT;
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, seq);
+ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS destination TEXT NOT NULL DEFAULT '';
+-- The worker of each destination walks its own pending rows in order.
+DROP INDEX IF EXISTS deliveries_due;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (state, destination, seq);
 CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries (subject, seq) WHERE subject IS NOT NULL;
 -- NOTIFY_MODE=changes: one row per streak, its state as JSON
 -- (ledger.StreakState), shared by every replica. Never pruned.
 CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, state TEXT NOT NULL);
+-- Live messages of bot-token routes (ledger.Live), by subject and
+-- destination, shared by every replica. Never pruned.
+CREATE TABLE IF NOT EXISTS live (key TEXT PRIMARY KEY, channel TEXT NOT NULL, ts TEXT NOT NULL,
+  final BOOLEAN NOT NULL DEFAULT false, updated_at BIGINT NOT NULL);
 `
 
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
@@ -142,8 +149,8 @@ func retry(ctx context.Context, fn func() error) error {
 
 const insert = `INSERT INTO deliveries
 	(guid, event, received_at, repo, ref, workflow, status, conclusion, url,
-	 delivered, attempts, last_error, action, state, dedup_key, subject, message, next_attempt_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`
+	 delivered, attempts, last_error, action, state, dedup_key, subject, message, next_attempt_at, destination)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`
 
 func (s *Store) Record(ctx context.Context, d *ledger.Delivery) (ledger.Result, error) {
 	var result ledger.Result
@@ -174,7 +181,7 @@ func (s *Store) record(ctx context.Context, tx pgx.Tx, d *ledger.Delivery) (ledg
 		return []any{d.GUID, d.Event, d.ReceivedAt.UTC().Format(timeLayout),
 			null(d.Repo), null(d.Ref), null(d.Workflow), null(d.Status), null(d.Conclusion), null(d.URL),
 			delivered, d.Attempts, null(d.LastError), null(d.Action), string(d.State),
-			null(d.Key), null(d.Subject), d.Message, millis(d.NextAttemptAt)}
+			null(d.Key), null(d.Subject), d.Message, millis(d.NextAttemptAt), d.Destination}
 	}
 	// ON CONFLICT DO NOTHING covers both the GUID and the key: a concurrent
 	// insert of either waits for the other transaction, then does nothing.
@@ -221,7 +228,7 @@ func (s *Store) prune(ctx context.Context, tx pgx.Tx, keep string) error {
 }
 
 const columns = `guid, event, received_at, repo, ref, workflow, status, conclusion, url,
-	attempts, last_error, seq, action, state, dedup_key, subject, message, next_attempt_at`
+	attempts, last_error, seq, action, state, dedup_key, subject, message, next_attempt_at, destination`
 
 func scan(row pgx.Row) (ledger.Delivery, error) {
 	var (
@@ -232,7 +239,7 @@ func scan(row pgx.Row) (ledger.Delivery, error) {
 		next                                          int64
 	)
 	err := row.Scan(&d.GUID, &d.Event, &received, &repo, &ref, &workflow, &status, &conclusion, &link,
-		&d.Attempts, &lastErr, &d.Seq, &action, &state, &key, &subject, &d.Message, &next)
+		&d.Attempts, &lastErr, &d.Seq, &action, &state, &key, &subject, &d.Message, &next, &d.Destination)
 	if err != nil {
 		return d, err
 	}
@@ -273,10 +280,40 @@ func (s *Store) Get(ctx context.Context, guid string) (ledger.Delivery, error) {
 
 // Due returns owed rows in order of arrival, leaving out rows another
 // replica has claimed and is posting right now.
-func (s *Store) Due(ctx context.Context, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
+func (s *Store) Due(ctx context.Context, destination string, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
 	return s.query(ctx, `SELECT `+columns+` FROM deliveries
-		WHERE state = 'pending' AND seq > $1 AND next_attempt_at <= $2 AND claimed_until <= $3
-		ORDER BY seq LIMIT $4`, after, millis(now), time.Now().UnixMilli(), limit)
+		WHERE state = 'pending' AND destination = $1 AND seq > $2 AND next_attempt_at <= $3 AND claimed_until <= $4
+		ORDER BY seq LIMIT $5`, destination, after, millis(now), time.Now().UnixMilli(), limit)
+}
+
+func (s *Store) Live(ctx context.Context, key string) (ledger.Live, error) {
+	var (
+		m       ledger.Live
+		updated int64
+	)
+	err := s.pool.QueryRow(ctx, `SELECT channel, ts, final, updated_at FROM live WHERE key = $1`, key).
+		Scan(&m.Channel, &m.TS, &m.Final, &updated)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, fmt.Errorf("%w: live message %s", ledger.ErrNotFound, key)
+	}
+	if err != nil {
+		return m, fmt.Errorf("postgres ledger: live message %s: %s", key, redact(err))
+	}
+	m.UpdatedAt = time.UnixMilli(updated).UTC()
+	return m, nil
+}
+
+func (s *Store) SetLive(ctx context.Context, key string, m ledger.Live) error {
+	err := retry(ctx, func() error {
+		_, err := s.pool.Exec(ctx, `INSERT INTO live (key, channel, ts, final, updated_at) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (key) DO UPDATE SET channel = excluded.channel, ts = excluded.ts,
+			final = excluded.final, updated_at = excluded.updated_at`, key, m.Channel, m.TS, m.Final, millis(m.UpdatedAt))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres ledger: keep live message %s: %s", key, redact(err))
+	}
+	return nil
 }
 
 func (s *Store) Subject(ctx context.Context, subject string) ([]ledger.Delivery, error) {

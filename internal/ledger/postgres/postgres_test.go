@@ -105,7 +105,7 @@ func TestClaim(t *testing.T) {
 	if ok, _ := b.Claim(ctx, "c1", time.Minute); ok {
 		t.Fatal("a claimed row was claimed again by another replica")
 	}
-	if rows, _ := b.Due(ctx, time.Now(), 0, 10); len(rows) != 0 {
+	if rows, _ := b.Due(ctx, "", time.Now(), 0, 10); len(rows) != 0 {
 		t.Errorf("Due on another replica returned a claimed row: %v", rows)
 	}
 	// A lease that ends hands the row on, as when its holder died.
@@ -122,7 +122,7 @@ func TestClaim(t *testing.T) {
 	if err := b.Reschedule(ctx, "c1", 1, "HTTP 500", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if rows, _ := a.Due(ctx, time.Now(), 0, 10); len(rows) != 1 {
+	if rows, _ := a.Due(ctx, "", time.Now(), 0, 10); len(rows) != 1 {
 		t.Errorf("a rescheduled row is not due again: %v", rows)
 	}
 }

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
   dedup_key TEXT UNIQUE,
   subject TEXT,
   message BLOB,
-  next_attempt_at INTEGER NOT NULL DEFAULT 0
+  next_attempt_at INTEGER NOT NULL DEFAULT 0,
+  destination TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS deliveries_seq ON deliveries(seq);
 -- The last Seq handed out. MAX(seq)+1 would hand a pruned row's Seq out
@@ -56,6 +57,24 @@ INSERT INTO ledger_count (id, n) VALUES (1, (SELECT count(*) FROM deliveries))
 -- NOTIFY_MODE=changes: one row per streak (repo, workflow, branch, ...),
 -- its state as JSON (ledger.StreakState). Not a delivery: never pruned.
 CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, state TEXT NOT NULL);
+-- Live messages of bot-token routes (ledger.Live), by subject and
+-- destination. Not deliveries: never pruned.
+CREATE TABLE IF NOT EXISTS live (key TEXT PRIMARY KEY, channel TEXT NOT NULL, ts TEXT NOT NULL,
+  final INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
+`
+
+// upgrades bring a ledger made by an earlier version up to schema: SQLite
+// has no ADD COLUMN IF NOT EXISTS, so each runs only when its column is
+// missing. Indexes on added columns are made here, after the column.
+var upgrades = []struct{ column, sql string }{
+	{"destination", `ALTER TABLE deliveries ADD COLUMN destination TEXT NOT NULL DEFAULT ''`},
+}
+
+// indexes come after the upgrades, since they may name an added column.
+const indexes = `
+-- The worker of each destination walks its own pending rows in order.
+DROP INDEX IF EXISTS deliveries_due;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(state, destination, seq);
 `
 
 // timeLayout is RFC 3339 with a fixed width, so that the text sorts as time.
@@ -235,6 +254,21 @@ func createSchema(ctx context.Context, w *sql.DB) error {
 	if _, err := tx.ExecContext(ctx, schema); err != nil {
 		return err
 	}
+	for _, u := range upgrades {
+		var has bool
+		err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pragma_table_info('deliveries') WHERE name = ?)`, u.column).Scan(&has)
+		if err != nil {
+			return err
+		}
+		if !has {
+			if _, err := tx.ExecContext(ctx, u.sql); err != nil {
+				return fmt.Errorf("add column %s: %w", u.column, err)
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, indexes); err != nil {
+		return err
+	}
 	return tx.Commit()
 }
 
@@ -261,8 +295,8 @@ func prepare(ctx context.Context, w *sql.DB) (statements, error) {
 		{&st.setSeq, `INSERT INTO ledger_seq (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq`},
 		{&st.insert, `INSERT INTO deliveries
 			(guid, event, received_at, repo, ref, workflow, status, conclusion, url,
-			 delivered, attempts, last_error, seq, action, state, dedup_key, subject, message, next_attempt_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+			 delivered, attempts, last_error, seq, action, state, dedup_key, subject, message, next_attempt_at, destination)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&st.count, `SELECT n FROM ledger_count WHERE id = 1`},
 		{&st.prune, `DELETE FROM deliveries WHERE seq IN (
 			SELECT seq FROM deliveries WHERE state != 'pending' AND seq < ? ORDER BY seq LIMIT ?)`},
@@ -508,7 +542,7 @@ func (s *Store) tryGroup(group []*recordCall) (bad int, err error) {
 			d.GUID, d.Event, d.ReceivedAt.UTC().Format(timeLayout),
 			null(d.Repo), null(d.Ref), null(d.Workflow), null(d.Status), null(d.Conclusion), null(d.URL),
 			d.Delivered(), d.Attempts, null(d.LastError), d.Seq, null(d.Action), string(d.State),
-			null(d.Key), null(d.Subject), d.Message, millis(d.NextAttemptAt))
+			null(d.Key), null(d.Subject), d.Message, millis(d.NextAttemptAt), d.Destination)
 		if err != nil {
 			return i, fmt.Errorf("sqlite ledger: insert %s: %w", d.GUID, err)
 		}
@@ -552,7 +586,7 @@ func (s *Store) prune(ctx context.Context, tx *sql.Tx, below int64) error {
 }
 
 const columns = `guid, event, received_at, repo, ref, workflow, status, conclusion, url,
-	attempts, last_error, seq, action, state, dedup_key, subject, message, next_attempt_at`
+	attempts, last_error, seq, action, state, dedup_key, subject, message, next_attempt_at, destination`
 
 func scan(row interface{ Scan(...any) error }) (ledger.Delivery, error) {
 	var (
@@ -563,7 +597,7 @@ func scan(row interface{ Scan(...any) error }) (ledger.Delivery, error) {
 		next                                          int64
 	)
 	err := row.Scan(&d.GUID, &d.Event, &received, &repo, &ref, &workflow, &status, &conclusion, &link,
-		&d.Attempts, &lastErr, &d.Seq, &action, &state, &key, &subject, &d.Message, &next)
+		&d.Attempts, &lastErr, &d.Seq, &action, &state, &key, &subject, &d.Message, &next, &d.Destination)
 	if err != nil {
 		return d, err
 	}
@@ -590,9 +624,10 @@ func (s *Store) Get(ctx context.Context, guid string) (ledger.Delivery, error) {
 	return d, nil
 }
 
-func (s *Store) Due(ctx context.Context, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
+func (s *Store) Due(ctx context.Context, destination string, now time.Time, after int64, limit int) ([]ledger.Delivery, error) {
 	return s.query(ctx, `SELECT `+columns+` FROM deliveries
-		WHERE state = 'pending' AND seq > ? AND next_attempt_at <= ? ORDER BY seq LIMIT ?`, after, millis(now), limit)
+		WHERE state = 'pending' AND destination = ? AND seq > ? AND next_attempt_at <= ? ORDER BY seq LIMIT ?`,
+		destination, after, millis(now), limit)
 }
 
 func (s *Store) Subject(ctx context.Context, subject string) ([]ledger.Delivery, error) {
@@ -722,6 +757,35 @@ func (s *Store) Streak(ctx context.Context, key string, run ledger.StreakRun) (l
 	s.committed()
 	s.restartWAL()
 	return v, nil
+}
+
+func (s *Store) Live(ctx context.Context, key string) (ledger.Live, error) {
+	var (
+		m       ledger.Live
+		updated int64
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT channel, ts, final, updated_at FROM live WHERE key = ?`, key).
+		Scan(&m.Channel, &m.TS, &m.Final, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, fmt.Errorf("%w: live message %s", ledger.ErrNotFound, key)
+	}
+	if err != nil {
+		return m, fmt.Errorf("sqlite ledger: live message %s: %w", key, err)
+	}
+	m.UpdatedAt = time.UnixMilli(updated).UTC()
+	return m, nil
+}
+
+func (s *Store) SetLive(ctx context.Context, key string, m ledger.Live) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO live (key, channel, ts, final, updated_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET channel = excluded.channel, ts = excluded.ts,
+		final = excluded.final, updated_at = excluded.updated_at`, key, m.Channel, m.TS, m.Final, millis(m.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("sqlite ledger: keep live message %s: %w", key, err)
+	}
+	s.committed()
+	s.restartWAL()
+	return nil
 }
 
 func (s *Store) Stats(ctx context.Context) (ledger.Stats, error) {
