@@ -38,7 +38,13 @@ type Config struct {
 	// previous one while a rotation is under way.
 	Secrets []Secret
 
-	SlackWebhookURL  Secret // empty: log-only mode
+	SlackWebhookURL  Secret // empty: log-only mode (unless routes say otherwise)
+	// ConfigFile is CONFIG_FILE, the YAML routes (package route reads it).
+	ConfigFile string
+	// SlackBotToken posts to the channels routes name, through the Web API
+	// at SlackAPIURL.
+	SlackBotToken Secret
+	SlackAPIURL   string
 	SlackMaxAttempts int
 	SlackRetryBase   time.Duration
 	SlackRate        float64 // messages per second per destination
@@ -90,12 +96,6 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Var + ": " + e.Reason }
 
-// notYet lists variables of DESIGN.md whose features are not built yet.
-// Setting one stops start-up: a setting that silently does nothing would be
-// worse than none.
-var notYet = []string{
-	"CONFIG_FILE", "SLACK_BOT_TOKEN",
-}
 
 // Load reads the configuration through getenv (os.Getenv in production).
 func Load(getenv func(string) string) (Config, error) {
@@ -140,16 +140,15 @@ func Load(getenv func(string) string) (Config, error) {
 		e.fail("TRUSTED_PROXIES", "has no effect without ALLOWED_SOURCE_CIDRS; set both or neither")
 	}
 	c.NotifyMode = e.oneOf("NOTIFY_MODE", "all", "all", "changes")
-	if v := getenv("SLACK_API_URL"); v != "" {
-		if u, err := url.Parse(v); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-			e.fail("SLACK_API_URL", "must be an http(s) URL")
-		}
+	c.SlackAPIURL = strings.TrimRight(strings.TrimSpace(getenv("SLACK_API_URL")), "/")
+	if c.SlackAPIURL == "" {
+		c.SlackAPIURL = "https://slack.com/api"
+	} else if u, err := url.Parse(c.SlackAPIURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
+		// The bot token goes there: plain http only to a fake on loopback.
+		e.fail("SLACK_API_URL", "must be an https URL; plain http is accepted only for a loopback host")
 	}
-	for _, name := range notYet {
-		if getenv(name) != "" {
-			e.fail(name, "is not available in this version; unset it")
-		}
-	}
+	c.SlackBotToken = e.token("SLACK_BOT_TOKEN")
+	c.ConfigFile = strings.TrimSpace(getenv("CONFIG_FILE"))
 	if c.Enabled {
 		c.Secrets = e.secrets()
 	}
@@ -402,14 +401,34 @@ func (e *env) slackURL(name string) Secret {
 	if v == "" {
 		return ""
 	}
+	if err := CheckSlackURL(v); err != nil {
+		e.fail(name, err.Error())
+	}
+	return Secret(v)
+}
+
+// CheckSlackURL is the rule for a Slack incoming-webhook URL, shared with
+// CONFIG_FILE's webhook_url: https, or plain http to a loopback host. Its
+// error reads after the setting's name ("is not a URL ...") and never quotes
+// the value, which is a secret; url.Parse's own error would, so it is dropped.
+func CheckSlackURL(v string) error {
 	u, err := url.Parse(v)
 	switch {
 	case err != nil || u.Host == "":
-		e.fail(name, "is not a URL (value not shown: it is a secret)")
+		return errors.New("is not a URL (value not shown: it is a secret)")
 	case u.Scheme == "https":
 	case u.Scheme == "http" && isLoopback(u.Hostname()):
 	default:
-		e.fail(name, "must be an https URL; plain http is accepted only for a loopback host (value not shown: it is a secret)")
+		return errors.New("must be an https URL; plain http is accepted only for a loopback host (value not shown: it is a secret)")
+	}
+	return nil
+}
+
+// token reads a Slack token. The value is never quoted back.
+func (e *env) token(name string) Secret {
+	v := strings.TrimSpace(e.get(name))
+	if v != "" && (!strings.HasPrefix(v, "xox") || strings.ContainsAny(v, " \t\r\n")) {
+		e.fail(name, "does not look like a Slack token (a bot token starts with xoxb-; value not shown: it is a secret)")
 	}
 	return Secret(v)
 }
