@@ -48,18 +48,22 @@ type Client struct {
 // would send the message elsewhere).
 func NewWebhook(url string, httpClient *http.Client) *Client {
 	if httpClient == nil {
-		httpClient = &http.Client{
-			// A transport of its own: http.DefaultTransport is shared with
-			// the rest of the program, whose CloseIdleConnections (an
-			// httptest.Server's Close calls it) would cut a post in flight.
-			Transport: http.DefaultTransport.(*http.Transport).Clone(),
-			Timeout:   defaultTimeout,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		}
+		httpClient = defaultHTTPClient()
 	}
 	return &Client{url: url, urlErr: checkURL(url), http: httpClient}
+}
+
+func defaultHTTPClient() *http.Client {
+	return &http.Client{
+		// A transport of its own: http.DefaultTransport is shared with
+		// the rest of the program, whose CloseIdleConnections (an
+		// httptest.Server's Close calls it) would cut a post in flight.
+		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+		Timeout:   defaultTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }
 
 func checkURL(raw string) error {
@@ -139,22 +143,36 @@ func (c *Client) Post(ctx context.Context, m Message) error {
 type PermanentError struct {
 	Status int // HTTP status; 0 when the request was never sent
 	Reason string
+	op     string // who failed, for the message; "" is the webhook
 }
 
 func (e *PermanentError) Error() string {
 	if e.Status == 0 {
-		return "slack webhook: " + e.Reason
+		return prefix(e.op) + e.Reason
 	}
-	return "slack webhook: HTTP " + strconv.Itoa(e.Status) + ": " + e.Reason
+	return prefix(e.op) + "HTTP " + strconv.Itoa(e.Status) + ": " + e.Reason
+}
+
+// Is makes a chat.update of a deleted message recognisable without parsing
+// reasons, while it stays a PermanentError for code that only asks whether
+// to retry. It goes by Reason alone, so that the error another package's
+// test builds for a fake Slack matches too.
+func (e *PermanentError) Is(target error) bool {
+	return target == ErrMessageNotFound && e.Reason == "message_not_found"
 }
 
 // RateLimitedError is Slack's 429: post again after RetryAfter.
 type RateLimitedError struct {
 	RetryAfter time.Duration
+	op         string
 }
 
 func (e *RateLimitedError) Error() string {
-	return "slack webhook: rate limited (HTTP 429), retry after " + e.RetryAfter.String()
+	if e.op == "" {
+		return "slack webhook: rate limited (HTTP 429), retry after " + e.RetryAfter.String()
+	}
+	// The Web API also says it with ok:false on a 200, so no status here.
+	return prefix(e.op) + "rate limited, retry after " + e.RetryAfter.String()
 }
 
 // TemporaryError is a failure that may pass: a 5xx, a timeout, a connection
@@ -163,13 +181,26 @@ type TemporaryError struct {
 	Status int // HTTP status; 0 when no response came
 	Reason string
 	Err    error // the transport error, without net/http's URL wrapper
+	op     string
 }
 
 func (e *TemporaryError) Error() string {
-	if e.Status == 0 {
+	switch {
+	case e.Status != 0:
+		return prefix(e.op) + "HTTP " + strconv.Itoa(e.Status) + ": " + e.Reason
+	case e.op == "":
 		return "slack webhook: POST: " + e.Reason
 	}
-	return "slack webhook: HTTP " + strconv.Itoa(e.Status) + ": " + e.Reason
+	return prefix(e.op) + e.Reason
+}
+
+// prefix starts an error message with what failed: the webhook, or the Web
+// API method named by op.
+func prefix(op string) string {
+	if op == "" {
+		return "slack webhook: "
+	}
+	return op + ": "
 }
 
 func (e *TemporaryError) Unwrap() error { return e.Err }
@@ -190,7 +221,11 @@ func unwrapURLError(err error) error {
 }
 
 // describe says in a few words why a request failed, without the URL.
-func (c *Client) describe(err error) string {
+func (c *Client) describe(err error) string { return describeErr(err, c.scrub) }
+
+// describeErr says in a few words why a request failed; scrub removes the
+// caller's secret from what the error itself says.
+func describeErr(err error, scrub func(string) string) string {
 	err = unwrapURLError(err)
 	var ne net.Error
 	switch {
@@ -207,13 +242,14 @@ func (c *Client) describe(err error) string {
 	case errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
 	}
-	return c.scrub(oneLine(err.Error(), maxReason))
+	// Scrubbing before cutting: a secret cut in half would slip past.
+	return oneLine(scrub(err.Error()), maxReason)
 }
 
 // reason is the response body as an error reason: one short line, and never
 // the URL, which an error page may well echo back.
 func (c *Client) reason(body []byte, status int) string {
-	s := c.scrub(oneLine(string(body), maxReason))
+	s := oneLine(c.scrub(string(body)), maxReason) // scrubbed whole: a cut could split the URL
 	if s == "" {
 		if s = http.StatusText(status); s == "" {
 			s = "empty response"
