@@ -38,13 +38,13 @@ type Config struct {
 	// previous one while a rotation is under way.
 	Secrets []Secret
 
-	SlackWebhookURL  Secret // empty: log-only mode (unless routes say otherwise)
+	SlackWebhookURL Secret // empty: log-only mode (unless routes say otherwise)
 	// ConfigFile is CONFIG_FILE, the YAML routes (package route reads it).
 	ConfigFile string
 	// SlackBotToken posts to the channels routes name, through the Web API
 	// at SlackAPIURL.
-	SlackBotToken Secret
-	SlackAPIURL   string
+	SlackBotToken    Secret
+	SlackAPIURL      string
 	SlackMaxAttempts int
 	SlackRetryBase   time.Duration
 	SlackRate        float64 // messages per second per destination
@@ -95,7 +95,6 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Var + ": " + e.Reason }
-
 
 // Load reads the configuration through getenv (os.Getenv in production).
 func Load(getenv func(string) string) (Config, error) {

@@ -31,6 +31,7 @@ func TestDefaults(t *testing.T) {
 		Enabled: true, Secrets: []Secret{"x"}, SlackMaxAttempts: 3, SlackRetryBase: time.Second,
 		SlackRate: 1, SlackBurst: 5, LedgerBackend: "sqlite", LedgerPath: "data/ledger.db",
 		LedgerLimit: 1000, MaxBodyBytes: 2097152, Addr: ":8080", LogLevel: slog.LevelInfo, LogFormat: "json", NotifyMode: "all",
+		SlackAPIURL: "https://slack.com/api",
 	}
 	if fmt.Sprintf("%#v", c) != fmt.Sprintf("%#v", want) || c.Secrets[0].Reveal() != "x" {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -52,7 +53,7 @@ func TestEveryVariable(t *testing.T) {
 		"LEDGER_BACKEND", "SQLite", "LEDGER_PATH", "/tmp/x.db", "LEDGER_LIMIT", "50", "MAX_BODY_BYTES", "1024",
 		"SLACK_MAX_ATTEMPTS", "5", "SLACK_RETRY_BASE", "250ms", "SLACK_RATE", "0.5", "NOTIFY_PENDING", "true",
 		"ADDR", "127.0.0.1:7000", "LOG_LEVEL", "debug", "LOG_FORMAT", "text", "NOTIFY_MODE", "all",
-		"SLACK_API_URL", "https://slack.example/api",
+		"SLACK_API_URL", "https://slack.example/api/", "SLACK_BOT_TOKEN", " xoxb-1-2-abc ", "CONFIG_FILE", "routes.yaml",
 	))
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +74,9 @@ func TestEveryVariable(t *testing.T) {
 		{"base", c.SlackRetryBase, 250 * time.Millisecond},
 		{"rate", c.SlackRate, 0.5},
 		{"pending", c.NotifyPending, true},
+		{"api", c.SlackAPIURL, "https://slack.example/api"},
+		{"token", c.SlackBotToken.Reveal(), "xoxb-1-2-abc"},
+		{"config file", c.ConfigFile, "routes.yaml"},
 		{"addr", c.Addr, "127.0.0.1:7000"},
 		{"level", c.LogLevel, slog.LevelDebug},
 		{"format", c.LogFormat, "text"},
@@ -125,8 +129,9 @@ func TestBadValuesNameTheirVariable(t *testing.T) {
 		{"slack API", []string{"SLACK_API_URL", "ftp://x"}, "SLACK_API_URL"},
 		{"postgres without a database", []string{"LEDGER_BACKEND", "postgres"}, "DATABASE_URL"},
 		{"unknown mode", []string{"NOTIFY_MODE", "failures"}, "NOTIFY_MODE"},
-		{"routes not built", []string{"CONFIG_FILE", "routes.yaml"}, "CONFIG_FILE"},
-		{"bot token not built", []string{"SLACK_BOT_TOKEN", "xoxb-SECRETPART"}, "SLACK_BOT_TOKEN"},
+		{"slack API over http", []string{"SLACK_API_URL", "http://slack.example/api"}, "SLACK_API_URL"},
+		{"bot token of another kind", []string{"SLACK_BOT_TOKEN", "SECRETPART"}, "SLACK_BOT_TOKEN"},
+		{"bot token with a space", []string{"SLACK_BOT_TOKEN", "xoxb-SECRETPART xoxb-2"}, "SLACK_BOT_TOKEN"},
 		{"mention ID too short", []string{"SLACK_MENTIONS", "a=U1"}, "SLACK_MENTIONS"},
 		{"mention ID lowercase", []string{"SLACK_MENTIONS", "octocat=u0123"}, "SLACK_MENTIONS"},
 		{"mention is a channel", []string{"SLACK_MENTIONS", "octocat=C0123"}, "SLACK_MENTIONS"},
