@@ -18,6 +18,12 @@ type checkSuitePayload struct {
 	} `json:"check_suite"`
 }
 
+// SuiteLive is the live-message subject of a check suite, and of the
+// workflow run and check runs that belong to it.
+func SuiteLive(repo string, suiteID int64) string {
+	return "suite:" + strings.ToLower(repo) + ":" + strconv.FormatInt(suiteID, 10)
+}
+
 func summarizeCheckSuite(body []byte) (Summary, error) {
 	var p checkSuitePayload
 	if err := json.Unmarshal(body, &p); err != nil {
@@ -65,6 +71,7 @@ func summarizeCheckSuite(body []byte) (Summary, error) {
 	// no id the key would join unrelated suites, so there is none.
 	if cs.ID != 0 {
 		s.Key = "suite:" + strconv.FormatInt(cs.ID, 10)
+		s.Note.Live = SuiteLive(s.Repo, cs.ID)
 	}
 	return s, nil
 }
@@ -153,8 +160,10 @@ func summarizeCheckRun(body []byte) (Summary, error) {
 	}
 	s.Note = n
 	// The first failing run of a suite posts; later ones find the key taken.
+	// A live message is the suite's, which the suite's result then updates.
 	if suiteID != 0 {
 		s.Key = "checkfail:" + strconv.FormatInt(suiteID, 10)
+		n.Live = SuiteLive(s.Repo, suiteID)
 	}
 	return s, nil
 }

@@ -17,6 +17,10 @@ const (
 	ActionRequired Outcome = "action_required"
 	Stale          Outcome = "stale"
 	Pending        Outcome = "pending"
+	// A workflow run on its way: shown only by a live message, which its
+	// result later replaces.
+	Queued     Outcome = "queued"
+	InProgress Outcome = "in_progress"
 
 	// Pull request activity.
 	Opened         Outcome = "opened"
@@ -77,6 +81,17 @@ type Notification struct {
 	// how many runs the subject was failing.
 	BrokenFor  time.Duration `json:"broken_for,omitempty"`
 	BrokenRuns int           `json:"broken_runs,omitempty"`
+
+	// Live messages (routes that post with SLACK_BOT_TOKEN). Live names the
+	// subject this message stands for, so that a later event of the same
+	// subject updates it in place ("suite:<repo>:<id>" for an Actions run
+	// and its checks); "" means a message of its own. Parent names the
+	// subject whose message it replies under, in a thread ("pr:<repo>#<n>").
+	Live   string `json:"live,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	// Interim marks a state on the way (queued, in progress). It is posted
+	// only where it can be updated later, and never over a result.
+	Interim bool `json:"interim,omitempty"`
 }
 
 // MaxJobs is how many failed jobs a message lists by name.

@@ -143,8 +143,13 @@ func TestSummarizeRealPayloads(t *testing.T) {
 			if s.Action != want.action {
 				t.Errorf("Action = %q, want %q", s.Action, want.action)
 			}
-			if got := s.Note != nil; got != notifyingPayloads[file] {
+			// An interim note (a run on its way) is shown only by a live
+			// message; it is not something to say on its own.
+			if got := s.Note != nil && !s.Note.Interim; got != notifyingPayloads[file] {
 				t.Errorf("Note present = %v, want %v", got, notifyingPayloads[file])
+			}
+			if s.Note != nil && s.Note.Interim && (event != "workflow_run" || s.Action == "completed") {
+				t.Errorf("interim note for %s %s; only runs on their way are interim", event, s.Action)
 			}
 			if s.Note != nil {
 				if s.Note.Kind != event {
@@ -195,11 +200,13 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 					Branch: "master", Actor: "Codertocat", SHA: wrSHA,
 					URL:    "https://github.com/octo-org/octo-repo/actions/runs/289782451",
 					Number: 163, Detail: "build(test): check workflow run event payload",
+					Live: "suite:octo-org/octo-repo:1291536064",
 				},
 			},
 		},
 		{
-			// A requested run already "completed" (awaiting approval) is no result.
+			// A requested run already "completed" (awaiting approval) is no
+			// result: it is queued, an interim state, and claims no key.
 			file: "workflow_run/requested.with-conclusion.payload.json",
 			want: Summary{
 				Action: "requested", Repo: "octo-org/octo-repo", Ref: "master", Workflow: "test", WorkflowPath: ".github/workflows/test.yml",
@@ -207,6 +214,13 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				URL:      "https://github.com/octo-org/octo-repo/actions/runs/289782451",
 				Branches: []string{"master"}, Actor: "Codertocat", SuiteID: 1291536064,
 				Run: &RunInfo{ID: 289782451, Attempt: 1, Number: 163, WorkflowID: 2823525, At: time.Date(2020, 10, 5, 16, 33, 24, 0, time.UTC)},
+				Note: &Notification{
+					Kind: "workflow_run", Outcome: Queued, Interim: true, Title: "test", Repo: "octo-org/octo-repo",
+					Branch: "master", Actor: "Codertocat", SHA: wrSHA,
+					URL:    "https://github.com/octo-org/octo-repo/actions/runs/289782451",
+					Number: 163, Detail: "build(test): check workflow run event payload",
+					Live: "suite:octo-org/octo-repo:1291536064",
+				},
 			},
 		},
 		{
@@ -220,7 +234,8 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				Note: &Notification{
 					Kind: "check_suite", Outcome: Success, Title: "octocoders-linter",
 					Repo: "Codertocat/Hello-World", Branch: "changes", Actor: "Codertocat", SHA: csSHA,
-					URL: "https://github.com/Codertocat/Hello-World/commit/" + csSHA + "/checks",
+					URL:  "https://github.com/Codertocat/Hello-World/commit/" + csSHA + "/checks",
+					Live: "suite:codertocat/hello-world:118578147",
 				},
 			},
 		},
@@ -244,7 +259,8 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				Note: &Notification{
 					Kind: "check_run", Outcome: Failure, Title: "Octocoders-linter",
 					Repo: "Codertocat/Hello-World", Branch: "changes", Actor: "Codertocat", SHA: csSHA,
-					URL: "https://github.com/Codertocat/Hello-World/runs/128620228",
+					URL:  "https://github.com/Codertocat/Hello-World/runs/128620228",
+					Live: "suite:codertocat/hello-world:118578147",
 				},
 			},
 		},
@@ -277,6 +293,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				Note: &Notification{
 					Kind: "pull_request", Outcome: Opened, Title: title, Repo: "Codertocat/Hello-World",
 					Actor: "Codertocat", SHA: csSHA, URL: prURL, Number: 2, Author: "Codertocat", Base: "master", Head: "changes",
+					Parent: "pr:codertocat/hello-world#2",
 				},
 			},
 		},
@@ -288,6 +305,7 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				Note: &Notification{
 					Kind: "pull_request", Outcome: Closed, Title: title, Repo: "Codertocat/Hello-World",
 					Actor: "Codertocat", SHA: csSHA, URL: prURL, Number: 2, Author: "Codertocat", Base: "master", Head: "changes",
+					Parent: "pr:codertocat/hello-world#2",
 				},
 			},
 		},
@@ -309,7 +327,8 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				Note: &Notification{
 					Kind: "status", Outcome: Success, Title: "default", Repo: "Codertocat/Hello-World",
 					Branch: "master", Actor: "Codertocat", SHA: stSHA,
-					URL: "https://github.com/Codertocat/Hello-World/commit/" + stSHA,
+					URL:  "https://github.com/Codertocat/Hello-World/commit/" + stSHA,
+					Live: "status:codertocat/hello-world:" + stSHA + ":default",
 				},
 			},
 		},

@@ -97,6 +97,11 @@ func summarizePullRequest(body []byte) (Summary, error) {
 		Base:    base,
 		Head:    headName(pr.Head, pr.Base.Repo.fullName(), s.Repo),
 	}
+	// Where messages are live, a pull request's first message starts a
+	// thread and its later activity replies in it.
+	if s.Subject != "" {
+		s.Note.Parent = s.Subject
+	}
 	return s, nil
 }
 

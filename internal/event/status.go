@@ -80,5 +80,7 @@ func summarizeStatus(body []byte, opts Options) (Summary, error) {
 	// GitHub re-sends the same status (and repository names are case
 	// insensitive), so the same (repo, sha, context, state) posts once.
 	s.Key = "status:" + strings.ToLower(s.Repo) + ":" + sha + ":" + context + ":" + state
+	// A live message per (commit, context): pending, then its result.
+	s.Note.Live = "status:" + strings.ToLower(s.Repo) + ":" + sha + ":" + context
 	return s, nil
 }

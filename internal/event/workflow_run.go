@@ -78,13 +78,22 @@ func summarizeWorkflowRun(body []byte) (Summary, error) {
 	s.Actor = firstNonEmpty(run.Triggering.login(), run.Actor.login(), s.Actor)
 
 	// A requested run can already carry status "completed" (approval
-	// required); only the completed action is a result.
-	if s.Action != "completed" {
+	// required); only the completed action is a result. The others are
+	// interim: only a live message shows them.
+	outcome := OutcomeOf(run.Conclusion)
+	switch s.Action {
+	case "completed":
+	case "requested":
+		outcome = Queued
+	case "in_progress":
+		outcome = InProgress
+	default:
 		return s, nil
 	}
 	n := &Notification{
 		Kind:    "workflow_run",
-		Outcome: OutcomeOf(run.Conclusion),
+		Outcome: outcome,
+		Interim: s.Action != "completed",
 		Title:   name,
 		Repo:    s.Repo,
 		Branch:  branch,
@@ -96,15 +105,29 @@ func summarizeWorkflowRun(body []byte) (Summary, error) {
 	if run.HeadCommit != nil {
 		n.Detail = firstLine(run.HeadCommit.Message)
 	}
-	if !run.RunStartedAt.IsZero() && !run.UpdatedAt.IsZero() {
+	// A run on its way has no duration yet.
+	if !n.Interim && !run.RunStartedAt.IsZero() && !run.UpdatedAt.IsZero() {
 		if d := run.UpdatedAt.Sub(run.RunStartedAt.Time); d > 0 {
 			n.Duration = d
 		}
 	}
+	// One live message per run attempt: keyed by its check suite (each
+	// attempt has its own), which its check runs share, so a failing job
+	// said early updates the same message.
+	switch {
+	case run.CheckSuiteID != 0:
+		n.Live = SuiteLive(s.Repo, run.CheckSuiteID)
+	case run.ID != 0:
+		n.Live = "run:" + strings.ToLower(s.Repo) + ":" + strconv.FormatInt(run.ID, 10) + ":" + strconv.Itoa(s.Run.Attempt)
+	}
+	if len(s.Run.PullRequests) > 0 && s.Repo != "" {
+		n.Parent = PRSubject(s.Repo, s.Run.PullRequests[0])
+	}
 	s.Note = n
 	// The check suite of the same Actions run uses the same key, so the run
-	// is posted once whichever delivery arrives first.
-	if run.CheckSuiteID != 0 {
+	// is posted once whichever delivery arrives first. An interim state
+	// claims nothing: it must not silence the result.
+	if run.CheckSuiteID != 0 && !n.Interim {
 		s.Key = "suite:" + strconv.FormatInt(run.CheckSuiteID, 10)
 	}
 	return s, nil

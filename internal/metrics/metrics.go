@@ -47,12 +47,11 @@ type Metrics struct {
 	Ignored       prometheus.Counter
 	Suppressed    prometheus.Counter
 	SecretMatches *prometheus.CounterVec
-	SlackPosts    prometheus.Counter
-	SlackFailures prometheus.Counter
-	Retries       prometheus.Counter
-	RateLimited   prometheus.Counter
 	Processing    prometheus.Histogram
-	SlackLatency  prometheus.Histogram
+
+	// Slack's side, by destination: see For.
+	slackPosts, slackFailures, retries, rateLimited *prometheus.CounterVec
+	slackLatency                                    *prometheus.HistogramVec
 
 	gatherer prometheus.Gatherer
 }
@@ -64,6 +63,9 @@ func New(reg *prometheus.Registry) *Metrics {
 		reg.MustRegister(c)
 		return c
 	}
+	byDestination := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ciwebhook", Name: name + "_total", Help: help}, []string{"destination"})
+	}
 	m := &Metrics{
 		Deliveries:    counter("deliveries", "Deliveries whose signature verified."),
 		DedupHits:     counter("dedup_hits", "Deliveries answered as duplicates of a recorded GUID."),
@@ -71,10 +73,10 @@ func New(reg *prometheus.Registry) *Metrics {
 		Filtered:      counter("filtered", "Deliveries recorded but kept quiet by a filter."),
 		Ignored:       counter("ignored", "Deliveries recorded with nothing (new) to say."),
 		Suppressed:    counter("suppressed", "Results NOTIFY_MODE=changes kept quiet (no change: still failing, still passing, superseded, ...); also counted as ignored."),
-		SlackPosts:    counter("slack_posts", "Messages Slack accepted (or logged, in log-only mode)."),
-		SlackFailures: counter("slack_failures", "Messages given up on."),
-		Retries:       counter("retries", "Slack attempts beyond the first for a message."),
-		RateLimited:   counter("slack_rate_limited", "Slack answers of 429."),
+		slackPosts:    byDestination("slack_posts", "Messages Slack accepted (or logged, in log-only mode), by destination."),
+		slackFailures: byDestination("slack_failures", "Messages given up on, by destination."),
+		retries:       byDestination("retries", "Slack attempts beyond the first for a message, by destination."),
+		rateLimited:   byDestination("slack_rate_limited", "Slack answers of 429 (or ratelimited), by destination."),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ciwebhook", Name: "failures_total",
 			Help: "Requests refused or not stored, by reason.",
@@ -88,21 +90,49 @@ func New(reg *prometheus.Registry) *Metrics {
 			Help:    "Time to answer a webhook request.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}),
-		SlackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+		slackLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ciwebhook", Name: "slack_latency_seconds",
-			Help:    "Time of one Slack attempt.",
+			Help:    "Time of one Slack attempt, by destination.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10},
-		}),
+		}, []string{"destination"}),
 		gatherer: reg,
 	}
-	reg.MustRegister(m.Failures, m.SecretMatches, m.Processing, m.SlackLatency)
+	reg.MustRegister(m.Failures, m.SecretMatches, m.Processing,
+		m.slackPosts, m.slackFailures, m.retries, m.rateLimited, m.slackLatency)
 	// Every series exists from the start, so dashboards see zeros, not gaps.
 	for _, r := range reasons {
 		m.Failures.WithLabelValues(r)
 	}
 	m.SecretMatches.WithLabelValues(SecretCurrent)
 	m.SecretMatches.WithLabelValues(SecretPrevious)
+	m.For("") // the default destination always exists; routes add theirs
 	return m
+}
+
+// DefaultDestination is the destination label of SLACK_WEBHOOK_URL (or the
+// log, in log-only mode): the destination no route names.
+const DefaultDestination = "default"
+
+// Destination is the Slack side's instruments for one destination.
+type Destination struct {
+	Posts, Failures, Retries, RateLimited prometheus.Counter
+	Latency                               prometheus.Observer
+}
+
+// For returns the instruments of the destination a route names ("" is the
+// default one), creating its series at zero. The label is the route's
+// name, never its webhook URL or channel.
+func (m *Metrics) For(destination string) Destination {
+	if destination == "" {
+		destination = DefaultDestination
+	}
+	return Destination{
+		Posts:       m.slackPosts.WithLabelValues(destination),
+		Failures:    m.slackFailures.WithLabelValues(destination),
+		Retries:     m.retries.WithLabelValues(destination),
+		RateLimited: m.rateLimited.WithLabelValues(destination),
+		Latency:     m.slackLatency.WithLabelValues(destination),
+	}
 }
 
 // ServeHTTP answers JSON, or the Prometheus text format when the client
@@ -124,7 +154,8 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // JSON flattens the registry: a counter becomes its name without the
 // namespace and "_total" (labelled ones also get a "<name>_by_<label>"
-// map), a histogram becomes {count, sum, buckets}.
+// map), a histogram becomes {count, sum, buckets} (labelled ones: the sum
+// of their series, and a "<name>_by_<label>" map of each).
 func (m *Metrics) JSON() (map[string]any, error) {
 	families, err := m.gatherer.Gather()
 	if err != nil {
@@ -151,17 +182,40 @@ func (m *Metrics) JSON() (map[string]any, error) {
 				out[name+"_by_"+label] = by
 			}
 		case dto.MetricType_HISTOGRAM:
+			total := histogram{Buckets: map[string]uint64{}}
+			by := map[string]histogram{}
+			label := ""
 			for _, mt := range f.GetMetric() {
-				h := mt.GetHistogram()
-				buckets := map[string]uint64{}
-				for _, b := range h.GetBucket() {
-					if !math.IsInf(b.GetUpperBound(), 1) {
-						buckets[strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)] = b.GetCumulativeCount()
-					}
+				one := histogram{Buckets: map[string]uint64{}}
+				one.add(mt.GetHistogram())
+				total.add(mt.GetHistogram())
+				if lp := mt.GetLabel(); len(lp) == 1 {
+					label = lp[0].GetName()
+					by[lp[0].GetValue()] = one
 				}
-				out[name] = map[string]any{"count": h.GetSampleCount(), "sum": h.GetSampleSum(), "buckets": buckets}
+			}
+			out[name] = total
+			if label != "" {
+				out[name+"_by_"+label] = by
 			}
 		}
 	}
 	return out, nil
+}
+
+// histogram is a histogram's JSON form.
+type histogram struct {
+	Count   uint64            `json:"count"`
+	Sum     float64           `json:"sum"`
+	Buckets map[string]uint64 `json:"buckets"`
+}
+
+func (h *histogram) add(p *dto.Histogram) {
+	h.Count += p.GetSampleCount()
+	h.Sum += p.GetSampleSum()
+	for _, b := range p.GetBucket() {
+		if !math.IsInf(b.GetUpperBound(), 1) {
+			h.Buckets[strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)] += b.GetCumulativeCount()
+		}
+	}
 }

@@ -57,6 +57,8 @@ var looks = map[event.Outcome]look{
 	event.ActionRequired: {"⚠️", "needs action"},
 	event.Stale:          {"⚪", "went stale"},
 	event.Pending:        {"🟡", "pending"},
+	event.Queued:         {"⏳", "queued"},
+	event.InProgress:     {"🔵", "running"},
 
 	event.Opened:         {"🔀", "opened"},
 	event.Reopened:       {"🔁", "reopened"},
