@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,6 +30,7 @@ import (
 	"github.com/ciwebhook/ciwebhook/internal/metrics"
 	"github.com/ciwebhook/ciwebhook/internal/notify"
 	"github.com/ciwebhook/ciwebhook/internal/outbox"
+	"github.com/ciwebhook/ciwebhook/internal/route"
 	"github.com/ciwebhook/ciwebhook/internal/slack"
 )
 
@@ -65,6 +67,10 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	routes, err := Routes(cfg, opts.Getenv)
+	if err != nil {
+		return nil, err
+	}
 	log := opts.Logger
 	if log == nil {
 		log = NewLogger(cfg.LogLevel, cfg.LogFormat)
@@ -86,15 +92,11 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	var poster outbox.Poster
-	slackMode := "log-only"
-	if cfg.SlackWebhookURL != "" {
-		// nil gives the Slack client its defaults: a transport of its own,
-		// a timeout, and no redirects followed.
-		poster = slack.NewWebhook(cfg.SlackWebhookURL.Reveal(), opts.HTTPClient)
-		slackMode = "webhook"
+	dests, slackMode := Destinations(cfg, routes, opts.HTTPClient)
+	if cfg.SlackBotToken != "" && !slices.ContainsFunc(routes, func(r route.Route) bool { return r.Channel != "" }) {
+		log.Warn("SLACK_BOT_TOKEN is set but no route in CONFIG_FILE names a channel; the token is not used")
 	}
-	s.worker = outbox.New(s.store, poster, m, log, outbox.Options{
+	s.worker = outbox.New(s.store, dests, m, log, outbox.Options{
 		MaxAttempts: cfg.SlackMaxAttempts, RetryBase: cfg.SlackRetryBase,
 		Rate: cfg.SlackRate, Burst: cfg.SlackBurst,
 	})
@@ -102,21 +104,77 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	for i, sec := range cfg.Secrets {
 		secrets[i] = []byte(sec.Reveal())
 	}
+	filters := Filters(cfg)
+	filters.Routes, filters.Fallback = routes, cfg.SlackWebhookURL != ""
 	s.handler = githook.New(githook.Options{
 		Secrets: secrets, MaxBodyBytes: cfg.MaxBodyBytes, NotifyPending: cfg.NotifyPending,
-		Filters:   Filters(cfg),
-		Backend:   cfg.LedgerBackend,
-		SlackMode: slackMode,
-		Wake:      s.worker.Wake,
-		Sources:   githook.Sources{Allowed: cfg.AllowedSources, Trusted: cfg.TrustedProxies},
+		Filters:      filters,
+		Destinations: func() any { return s.worker.Statuses() },
+		Backend:      cfg.LedgerBackend,
+		SlackMode:    slackMode,
+		Wake:         s.worker.Wake,
+		Sources:      githook.Sources{Allowed: cfg.AllowedSources, Trusted: cfg.TrustedProxies},
 	}, s.store, m, log)
 	where := cfg.LedgerPath
 	if cfg.LedgerBackend == config.BackendPostgres {
 		where = "DATABASE_URL" // the URL itself is a secret
 	}
 	log.Info("ciwebhook ready", "ledger_backend", cfg.LedgerBackend, "ledger", where,
-		"slack", slackMode, "secrets", len(secrets))
+		"slack", slackMode, "routes", len(routes), "secrets", len(secrets))
 	return s, nil
+}
+
+// Routes reads CONFIG_FILE, when set, and checks that the routes can post:
+// a channel route needs SLACK_BOT_TOKEN. getenv expands ${NAME} in it.
+func Routes(cfg config.Config, getenv func(string) string) ([]route.Route, error) {
+	if cfg.ConfigFile == "" {
+		return nil, nil
+	}
+	routes, err := route.Load(cfg.ConfigFile, getenv)
+	if err != nil {
+		return nil, fmt.Errorf("CONFIG_FILE: %w", err)
+	}
+	for _, r := range routes {
+		if r.Name == metrics.DefaultDestination {
+			return nil, fmt.Errorf("CONFIG_FILE: %s:%d: route name %q is kept for SLACK_WEBHOOK_URL's destination; choose another", cfg.ConfigFile, r.Line, r.Name)
+		}
+		if r.Channel != "" && cfg.SlackBotToken == "" {
+			return nil, fmt.Errorf("CONFIG_FILE: %s:%d: route %s names a channel, which needs SLACK_BOT_TOKEN; set it, or give the route a webhook_url", cfg.ConfigFile, r.Line, r.Name)
+		}
+	}
+	return routes, nil
+}
+
+// Destinations are where messages go: the default destination (the
+// SLACK_WEBHOOK_URL, or the log) and one per route. mode sums them up for
+// health and the start-up line.
+func Destinations(cfg config.Config, routes []route.Route, client *http.Client) (dests []outbox.Destination, mode string) {
+	// nil gives the Slack clients their defaults: a transport of their
+	// own, a timeout, and no redirects followed.
+	def := outbox.Destination{}
+	mode = "log-only"
+	if cfg.SlackWebhookURL != "" {
+		def.Webhook = slack.NewWebhook(cfg.SlackWebhookURL.Reveal(), client)
+		mode = "webhook"
+	}
+	dests = append(dests, def)
+	var api *slack.API
+	for _, r := range routes {
+		d := outbox.Destination{Name: r.Name}
+		if r.Channel != "" {
+			if api == nil {
+				api = slack.NewAPI(cfg.SlackAPIURL, cfg.SlackBotToken.Reveal(), client)
+			}
+			d.Chat, d.Channel = api, r.Channel
+		} else {
+			d.Webhook = slack.NewWebhook(r.WebhookURL.Reveal(), client)
+		}
+		dests = append(dests, d)
+	}
+	if len(routes) > 0 {
+		mode = "routes"
+	}
+	return dests, mode
 }
 
 // Filters are the notify filters a configuration sets.

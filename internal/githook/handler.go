@@ -54,6 +54,9 @@ type Options struct {
 	Now func() time.Time
 	// Sources is the source allowlist; the zero value allows any source.
 	Sources Sources
+	// Destinations, when set, is what health shows of each Slack
+	// destination (its last error, say a revoked token), as JSON.
+	Destinations func() any
 }
 
 // Handler serves the webhook, health and metrics routes.
@@ -206,15 +209,32 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	d, err := newDelivery(guid, name, h.opts.Now(), &summary, decision.State)
+	rows, err := newDeliveries(guid, name, h.opts.Now(), &summary, decision)
 	if err != nil {
 		refuse(http.StatusInternalServerError, metrics.ReasonPayload, "could not encode the notification", "err", err)
 		return
 	}
+	d := rows[0]
 	result, err := h.store.Record(r.Context(), d)
 	if err != nil {
 		refuse(http.StatusServiceUnavailable, metrics.ReasonStorage, "the ledger could not record the delivery; retry it", "err", err)
 		return
+	}
+	// The first row is the delivery's record and its dedup; each further
+	// destination (a route with continue: true) has a row of its own, so
+	// that it is paced, retried and failed on its own. They are recorded
+	// after the first, and again on a duplicate: a crash between the two
+	// left a redelivery to add what is missing (a row already there is a
+	// Duplicate, which changes nothing).
+	for _, extra := range rows[1:] {
+		res, err := h.store.Record(r.Context(), extra)
+		if err != nil {
+			refuse(http.StatusServiceUnavailable, metrics.ReasonStorage, "the ledger could not record the delivery; retry it", "err", err)
+			return
+		}
+		if res != ledger.Duplicate && extra.State == ledger.Pending && d.State != ledger.Pending {
+			d = extra // the answer says queued when any destination is owed a message
+		}
 	}
 
 	a := answer{Delivery: guid}
@@ -332,6 +352,34 @@ func decodeBody(contentType string, body []byte) ([]byte, int, string) {
 
 const notJSONObject = "payload is not a JSON object"
 
+// newDeliveries builds the delivery's ledger rows: one, or one per
+// destination when routes send its message to several. The first has the
+// delivery's GUID; the others add "/<route>", which no GitHub GUID has.
+// Each row holds its own key, scoped to its destination, so that "said
+// once" is decided per destination.
+func newDeliveries(guid, name string, now time.Time, s *event.Summary, decision notify.Decision) ([]*ledger.Delivery, error) {
+	first, err := newDelivery(guid, name, now, s, decision.State)
+	if err != nil || decision.State != ledger.Pending || len(decision.Destinations) == 0 {
+		return []*ledger.Delivery{first}, err
+	}
+	rows := []*ledger.Delivery{first}
+	key := first.Key
+	for i, dest := range decision.Destinations {
+		d := first
+		if i > 0 {
+			c := *first
+			c.GUID, c.Subject = guid+"/"+dest, "" // the subject's rows are counted once
+			d = &c
+			rows = append(rows, d)
+		}
+		d.Destination, d.Key = dest, key
+		if key != "" && dest != "" {
+			d.Key = key + "@" + dest
+		}
+	}
+	return rows, nil
+}
+
 // newDelivery builds the ledger row: the seed columns and, when a message
 // is owed, the summarized notification. The raw payload is never stored.
 func newDelivery(guid, name string, now time.Time, s *event.Summary, state ledger.State) (*ledger.Delivery, error) {
@@ -377,11 +425,17 @@ func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
 	if !st.LastDeliveryAt.IsZero() {
 		last = st.LastDeliveryAt.UTC().Format(time.RFC3339)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	body := map[string]any{
 		"status": "ok", "last_delivery_at": last, "ledger_size": st.Size,
 		"pending": st.Pending, "failed": st.Failed,
 		"ledger_backend": h.opts.Backend, "slack": h.opts.SlackMode,
-	})
+	}
+	if h.opts.Destinations != nil {
+		// A destination that fails (a revoked token, an archived channel)
+		// is shown, but is not the service being down: health stays 200.
+		body["destinations"] = h.opts.Destinations()
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

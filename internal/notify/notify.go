@@ -19,6 +19,7 @@ import (
 
 	"github.com/ciwebhook/ciwebhook/internal/event"
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
+	"github.com/ciwebhook/ciwebhook/internal/route"
 )
 
 // Filters are the settings that keep deliveries quiet.
@@ -35,6 +36,13 @@ type Filters struct {
 
 	// Mode is NOTIFY_MODE: ModeAll ("" too) or ModeChanges.
 	Mode string
+
+	// Routes are CONFIG_FILE's routes. Without any, every message goes to
+	// the default destination (SLACK_WEBHOOK_URL, or the log).
+	Routes []route.Route
+	// Fallback says SLACK_WEBHOOK_URL is set: with routes, what none of
+	// them takes goes there instead of being filtered.
+	Fallback bool
 }
 
 // Notification modes.
@@ -50,6 +58,10 @@ type Decision struct {
 	// Quiet: NOTIFY_MODE=changes found nothing changed (Ignored, counted
 	// as suppressed).
 	Quiet bool
+	// Destinations are where a Pending delivery's message goes: route
+	// names, in the order the routes were matched; "" is the default
+	// destination.
+	Destinations []string
 }
 
 // Subjects looks up the rows recorded under a subject (the check runs of a
@@ -66,6 +78,7 @@ type Streaks interface {
 // Policy applies Filters and completes notifications.
 type Policy struct {
 	f        Filters
+	live     bool // a route posts to a channel: interim states can be shown
 	subjects Subjects
 	streaks  Streaks // nil: every result is judged new (previews)
 	now      func() time.Time
@@ -76,6 +89,9 @@ type Policy struct {
 // does), NOTIFY_MODE=changes judges results with it.
 func New(f Filters, subjects Subjects) *Policy {
 	p := &Policy{f: f, subjects: subjects, now: time.Now}
+	for _, r := range f.Routes {
+		p.live = p.live || r.Channel != ""
+	}
 	if st, ok := subjects.(Streaks); ok {
 		p.streaks = st
 	}
@@ -86,6 +102,11 @@ func New(f Filters, subjects Subjects) *Policy {
 // is Ignored before any filter is asked, so "filtered" always means a filter
 // silenced a message.
 func (p *Policy) Decide(ctx context.Context, s *event.Summary) (Decision, error) {
+	if s.Note != nil && s.Note.Interim && (!p.live || p.f.Mode == ModeChanges) {
+		// A run on its way is shown only by a message that its result
+		// will update, and NOTIFY_MODE=changes may not post the result.
+		s.Note = nil
+	}
 	if s.Note == nil {
 		if err := p.started(ctx, s); err != nil {
 			return Decision{}, err
@@ -93,6 +114,13 @@ func (p *Policy) Decide(ctx context.Context, s *event.Summary) (Decision, error)
 		return Decision{State: ledger.Ignored, Reason: "nothing to notify for this event or action"}, nil
 	}
 	if reason := p.filter(s); reason != "" {
+		return Decision{State: ledger.Filtered, Reason: reason}, nil
+	}
+	dests, reason := p.route(s)
+	if len(dests) == 0 {
+		if s.Note.Interim {
+			return Decision{State: ledger.Ignored, Reason: reason}, nil
+		}
 		return Decision{State: ledger.Filtered, Reason: reason}, nil
 	}
 	if p.f.Mode == ModeChanges {
@@ -113,7 +141,32 @@ func (p *Policy) Decide(ctx context.Context, s *event.Summary) (Decision, error)
 	if err := p.mention(ctx, s); err != nil {
 		return Decision{}, err
 	}
-	return Decision{State: ledger.Pending}, nil
+	return Decision{State: ledger.Pending, Destinations: dests}, nil
+}
+
+// route names the destinations of s's message, or says why there are none.
+// An interim state goes only to channel routes, where it can be updated.
+func (p *Policy) route(s *event.Summary) ([]string, string) {
+	if len(p.f.Routes) == 0 {
+		return []string{""}, ""
+	}
+	var dests []string
+	for _, r := range route.Match(p.f.Routes, route.Subject{
+		Event: s.Note.Kind, Repo: s.Repo, Branches: s.Branches, Workflow: s.Workflow, WorkflowPath: s.WorkflowPath,
+	}) {
+		if !s.Note.Interim || r.Channel != "" {
+			dests = append(dests, r.Name)
+		}
+	}
+	switch {
+	case len(dests) > 0:
+		return dests, ""
+	case s.Note.Interim:
+		return nil, "a run on its way is shown only on channel routes, and none takes it"
+	case p.f.Fallback:
+		return []string{""}, ""
+	}
+	return nil, "no route in CONFIG_FILE takes it, and SLACK_WEBHOOK_URL is not set"
 }
 
 // failedJobs lists a failed run's failed jobs from the workflow_job rows

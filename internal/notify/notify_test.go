@@ -11,6 +11,7 @@ import (
 
 	"github.com/ciwebhook/ciwebhook/internal/event"
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
+	"github.com/ciwebhook/ciwebhook/internal/route"
 )
 
 func summary(kind, repo string, branches ...string) event.Summary {
@@ -340,4 +341,83 @@ func TestChangesMode(t *testing.T) {
 			t.Errorf("mode all judged %+v (%v)", st.runs, err)
 		}
 	})
+}
+
+func TestRoutes(t *testing.T) {
+	t.Parallel()
+	const file = `routes:
+  - name: api-team
+    repos: ["octo-org/api-*"]
+    branches: ["main", "release/**"]
+    events: ["workflow_run", "check_suite", "status"]
+    webhook_url: https://hooks.slack.com/services/T/B/api
+  - name: platform-live
+    repos: ["octo-org/*"]
+    channel: C0123456789
+    continue: true
+  - name: audit
+    events: ["pull_request"]
+    webhook_url: https://hooks.slack.com/services/T/B/audit
+`
+	routes, err := route.Parse("routes.yaml", []byte(file), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	interim := func(s event.Summary) event.Summary {
+		s.Note.Interim = true
+		return s
+	}
+	cases := []struct {
+		name     string
+		fallback bool
+		mode     string
+		s        event.Summary
+		want     ledger.State
+		dests    []string
+	}{
+		{"first route takes it", false, "", summary("workflow_run", "octo-org/api-gateway", "main"), ledger.Pending, []string{"api-team"}},
+		{"continue lets the next try", false, "", summary("pull_request", "octo-org/web", "main"), ledger.Pending, []string{"platform-live", "audit"}},
+		{"continue, next does not match", false, "", summary("workflow_run", "octo-org/web", "main"), ledger.Pending, []string{"platform-live"}},
+		{"branch outside the first route's", false, "", summary("workflow_run", "octo-org/api-gateway", "feature/x"), ledger.Pending, []string{"platform-live"}},
+		{"no route, no SLACK_WEBHOOK_URL", false, "", summary("workflow_run", "someone/else", "main"), ledger.Filtered, nil},
+		{"no route, SLACK_WEBHOOK_URL set", true, "", summary("workflow_run", "someone/else", "main"), ledger.Pending, []string{""}},
+		{"a run on its way goes to a channel route", false, "", interim(summary("workflow_run", "octo-org/web", "main")), ledger.Pending, []string{"platform-live"}},
+		// api-team takes it and stops there; its webhook cannot update a message.
+		{"a run on its way taken by a webhook route", true, "", interim(summary("workflow_run", "octo-org/api-gateway", "release/2")), ledger.Ignored, nil},
+		{"a run on its way with no channel route", true, "", interim(summary("workflow_run", "someone/else", "main")), ledger.Ignored, nil},
+		{"a run on its way in changes mode", false, ModeChanges, interim(summary("workflow_run", "octo-org/web", "main")), ledger.Ignored, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := New(Filters{Routes: routes, Fallback: tc.fallback, Mode: tc.mode}, nil)
+			s := tc.s
+			d, err := p.Decide(context.Background(), &s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.State != tc.want || !slices.Equal(d.Destinations, tc.dests) {
+				t.Errorf("Decide = %s %q (%s), want %s %q", d.State, d.Destinations, d.Reason, tc.want, tc.dests)
+			}
+			if d.State != ledger.Pending && d.Reason == "" {
+				t.Errorf("%s without a reason", d.State)
+			}
+		})
+	}
+}
+
+// Without routes, everything goes to the default destination, and a run on
+// its way says nothing, exactly as before routes existed.
+func TestNoRoutes(t *testing.T) {
+	t.Parallel()
+	p := New(Filters{}, nil)
+	s := summary("workflow_run", "o/r", "main")
+	if d, _ := p.Decide(context.Background(), &s); d.State != ledger.Pending || !slices.Equal(d.Destinations, []string{""}) {
+		t.Errorf("Decide = %+v, want pending to the default destination", d)
+	}
+	s = summary("workflow_run", "o/r", "main")
+	s.Note.Interim = true
+	if d, _ := p.Decide(context.Background(), &s); d.State != ledger.Ignored || s.Note != nil {
+		t.Errorf("Decide of a run on its way = %+v (note %v), want ignored with nothing to say", d, s.Note)
+	}
 }

@@ -88,11 +88,11 @@ func BenchmarkBacklog(b *testing.B) {
 				}
 				wg.Wait()
 				probe := &heapProbe{Store: st}
-				w := New(probe, slack.NewWebhook(down.URL, &http.Client{}), metrics.New(prometheus.NewRegistry()),
+				w := New(probe, []Destination{{Webhook: slack.NewWebhook(down.URL, &http.Client{})}}, metrics.New(prometheus.NewRegistry()),
 					slog.New(slog.DiscardHandler), Options{MaxAttempts: 3, RetryBase: time.Hour, Rate: 1e6, Burst: 1000})
 				before := liveHeap()
 				b.StartTimer()
-				w.pass(ctx, time.Now().Add(time.Minute))
+				w.lanes[0].pass(ctx, time.Now().Add(time.Minute))
 				b.StopTimer()
 				after := liveHeap()
 				if s, err := st.Stats(ctx); err != nil || s.Pending != n {

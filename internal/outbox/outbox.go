@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -27,6 +28,8 @@ type Store interface {
 	Due(ctx context.Context, destination string, now time.Time, after int64, limit int) ([]ledger.Delivery, error)
 	Finish(ctx context.Context, guid string, state ledger.State, attempts int, lastErr string) error
 	Reschedule(ctx context.Context, guid string, attempts int, lastErr string, next time.Time) error
+	Live(ctx context.Context, key string) (ledger.Live, error)
+	SetLive(ctx context.Context, key string, m ledger.Live) error
 }
 
 // Shared is implemented by a ledger that several replicas share. Only the
@@ -41,32 +44,84 @@ type Shared interface {
 	Claim(ctx context.Context, guid string, lease time.Duration) (bool, error)
 }
 
-// Poster sends one message, once. It reports a 429 as
-// *slack.RateLimitedError and an error not worth retrying as
+// Poster sends one message to an incoming webhook, once. It reports a 429
+// as *slack.RateLimitedError and an error not worth retrying as
 // *slack.PermanentError.
 type Poster interface {
 	Post(ctx context.Context, m slack.Message) error
+}
+
+// Chat is Slack's Web API for a bot token, with the same error types as
+// Poster; Update reports a deleted message as slack.ErrMessageNotFound.
+type Chat interface {
+	PostMessage(ctx context.Context, channel string, m slack.Message, threadTS string) (ts string, err error)
+	Update(ctx context.Context, channel, ts string, m slack.Message) error
+}
+
+// Destination is where one route's messages go: an incoming webhook, a
+// channel posted to with a bot token, or, with neither, the log.
+type Destination struct {
+	Name    string // the route's name; "" is the default destination
+	Webhook Poster
+	Chat    Chat
+	Channel string // with Chat
+}
+
+// Kind says how a destination posts, for health and logs.
+func (d Destination) Kind() string {
+	switch {
+	case d.Chat != nil:
+		return "channel"
+	case d.Webhook != nil:
+		return "webhook"
+	}
+	return "log"
 }
 
 // Options tune delivery.
 type Options struct {
 	MaxAttempts    int           // attempts per message; a 429 uses none
 	RetryBase      time.Duration // first backoff; doubles per attempt, ±20% jitter
-	Rate           float64       // messages per second, retries included
+	Rate           float64       // messages per second per destination, retries included
 	Burst          int
 	AttemptTimeout time.Duration // per Slack request; 10 s when zero
 	PollInterval   time.Duration // how often due retries are looked for; 1 s when zero
 }
 
-// Worker posts owed rows in order of arrival, paced, with retries.
+// Worker posts owed rows, in order of arrival, paced and retried, through
+// one lane per destination: a destination that is down or rate limited
+// holds up only its own messages.
 type Worker struct {
 	store   Store
-	poster  Poster // nil: log-only mode
+	lanes   []*lane
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	opts    Options
+}
+
+// lane delivers one destination's rows.
+type lane struct {
+	w       *Worker
+	dest    Destination
+	m       metrics.Destination
+	log     *slog.Logger
 	limiter *rate.Limiter
 	wake    chan struct{}
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status is what health shows of a destination.
+type Status struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"` // webhook, channel or log
+	// LastError is the last failure and whether it was permanent
+	// (invalid_auth, channel_not_found, ...: someone has to act).
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorAt   time.Time `json:"last_error_at,omitzero"`
+	Permanent     bool      `json:"permanent,omitempty"`
+	LastSuccessAt time.Time `json:"last_success_at,omitzero"`
 }
 
 // batch is how many due rows are read at a time, so a large backlog is
@@ -77,9 +132,9 @@ const batch = 64
 // with room to spare. A 429's wait renews it.
 func (w *Worker) lease() time.Duration { return w.opts.AttemptTimeout + 20*time.Second }
 
-// New returns a worker; poster nil means log-only: each message is logged at
-// info and its row finished.
-func New(store Store, poster Poster, m *metrics.Metrics, log *slog.Logger, opts Options) *Worker {
+// New returns a worker for dests (at least one; the default destination,
+// Name "", is the one every row without a route goes to).
+func New(store Store, dests []Destination, m *metrics.Metrics, log *slog.Logger, opts Options) *Worker {
 	if opts.AttemptTimeout <= 0 {
 		opts.AttemptTimeout = 10 * time.Second
 	}
@@ -92,19 +147,47 @@ func New(store Store, poster Poster, m *metrics.Metrics, log *slog.Logger, opts 
 	if opts.Burst < 1 {
 		opts.Burst = 1
 	}
-	return &Worker{
-		store: store, poster: poster, metrics: m, log: log, opts: opts,
-		limiter: rate.NewLimiter(rate.Limit(opts.Rate), opts.Burst),
-		wake:    make(chan struct{}, 1),
+	w := &Worker{store: store, metrics: m, log: log, opts: opts}
+	for _, d := range dests {
+		l := &lane{
+			w: w, dest: d, m: m.For(d.Name),
+			limiter: rate.NewLimiter(rate.Limit(opts.Rate), opts.Burst),
+			wake:    make(chan struct{}, 1),
+			status:  Status{Name: d.Name, Kind: d.Kind()},
+		}
+		l.log = log
+		if d.Name != "" {
+			l.log = log.With("destination", d.Name)
+		}
+		w.lanes = append(w.lanes, l)
 	}
+	return w
 }
 
 // Wake tells the worker a row was queued. It never blocks.
 func (w *Worker) Wake() {
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	for _, l := range w.lanes {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 	}
+}
+
+// Statuses reports each destination's last outcome, in the order given to
+// New; the default destination is named "default".
+func (w *Worker) Statuses() []Status {
+	out := make([]Status, 0, len(w.lanes))
+	for _, l := range w.lanes {
+		l.mu.Lock()
+		st := l.status
+		l.mu.Unlock()
+		if st.Name == "" {
+			st.Name = metrics.DefaultDestination
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // Run delivers until ctx is done. A message in flight when ctx ends stays
@@ -112,7 +195,7 @@ func (w *Worker) Wake() {
 func (w *Worker) Run(ctx context.Context) {
 	shared, ok := w.store.(Shared)
 	if !ok {
-		w.run(ctx)
+		w.runLanes(ctx)
 		return
 	}
 	for ctx.Err() == nil {
@@ -125,23 +208,31 @@ func (w *Worker) Run(ctx context.Context) {
 			continue
 		}
 		w.log.Info("outbox: this replica delivers to Slack")
-		w.run(lead)
+		w.runLanes(lead)
 		if ctx.Err() == nil {
 			w.log.Warn("outbox: lost the delivery lock; another replica delivers")
 		}
 	}
 }
 
-func (w *Worker) run(ctx context.Context) {
+func (w *Worker) runLanes(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, l := range w.lanes {
+		wg.Go(func() { l.run(ctx) })
+	}
+	wg.Wait()
+}
+
+func (l *lane) run(ctx context.Context) {
 	// The first pass takes every owed row at once, whatever backoff it was
 	// waiting out when the process stopped.
 	now := time.Unix(math.MaxInt32, 0)
 	for ctx.Err() == nil {
-		w.pass(ctx, now)
-		timer := time.NewTimer(w.opts.PollInterval)
+		l.pass(ctx, now)
+		timer := time.NewTimer(l.w.opts.PollInterval)
 		select {
 		case <-ctx.Done():
-		case <-w.wake:
+		case <-l.wake:
 		case <-timer.C:
 		}
 		timer.Stop()
@@ -149,14 +240,14 @@ func (w *Worker) run(ctx context.Context) {
 	}
 }
 
-// pass walks the rows due at now, oldest first.
-func (w *Worker) pass(ctx context.Context, now time.Time) {
+// pass walks the destination's rows due at now, oldest first.
+func (l *lane) pass(ctx context.Context, now time.Time) {
 	var after int64
 	for ctx.Err() == nil {
-		rows, err := w.store.Due(ctx, "", now, after, batch)
+		rows, err := l.w.store.Due(ctx, l.dest.Name, now, after, batch)
 		if err != nil {
 			if ctx.Err() == nil {
-				w.log.Error("outbox: cannot read owed deliveries", "err", err)
+				l.log.Error("outbox: cannot read owed deliveries", "err", err)
 			}
 			return
 		}
@@ -165,7 +256,7 @@ func (w *Worker) pass(ctx context.Context, now time.Time) {
 				return
 			}
 			after = row.Seq
-			w.deliver(ctx, row)
+			l.deliver(ctx, row)
 		}
 		if len(rows) < batch {
 			return
@@ -175,18 +266,19 @@ func (w *Worker) pass(ctx context.Context, now time.Time) {
 
 // deliver makes the attempts one row is due now: one, or more while Slack
 // answers 429.
-func (w *Worker) deliver(ctx context.Context, row ledger.Delivery) {
-	log := w.log.With("delivery", row.GUID, "event", row.Event)
+func (l *lane) deliver(ctx context.Context, row ledger.Delivery) {
+	w := l.w
+	log := l.log.With("delivery", row.GUID, "event", row.Event)
 	var n event.Notification
 	if err := json.Unmarshal(row.Message, &n); err != nil {
 		w.finish(ctx, log, row, ledger.Failed, row.Attempts, "unreadable message in ledger: "+err.Error())
 		return
 	}
 	msg := slack.Render(n)
-	if w.poster == nil {
+	if l.dest.Webhook == nil && l.dest.Chat == nil {
 		raw, _ := json.Marshal(msg)
 		log.Info("slack message (log-only: SLACK_WEBHOOK_URL is not set)", "message", json.RawMessage(raw))
-		w.metrics.SlackPosts.Inc()
+		l.m.Posts.Inc()
 		w.finish(ctx, log, row, ledger.Delivered, row.Attempts, "")
 		return
 	}
@@ -194,7 +286,7 @@ func (w *Worker) deliver(ctx context.Context, row ledger.Delivery) {
 	calls := row.Attempts // earlier attempts, before a retry or restart
 	attempt := row.Attempts + 1
 	for {
-		if err := w.limiter.Wait(ctx); err != nil {
+		if err := l.limiter.Wait(ctx); err != nil {
 			return // shutting down; the row stays owed
 		}
 		if shared, ok := w.store.(Shared); ok {
@@ -207,7 +299,7 @@ func (w *Worker) deliver(ctx context.Context, row ledger.Delivery) {
 			}
 		}
 		if calls > 0 {
-			w.metrics.Retries.Inc()
+			l.m.Retries.Inc()
 		}
 		calls++
 		// An attempt under way is let finish at shutdown (within its
@@ -215,44 +307,140 @@ func (w *Worker) deliver(ctx context.Context, row ledger.Delivery) {
 		// message Slack accepted looking owed, and post it twice.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.opts.AttemptTimeout)
 		start := time.Now()
-		err := w.poster.Post(actx, msg)
+		result, err := l.post(actx, log, n, msg)
 		cancel()
 		latency := time.Since(start)
-		w.metrics.SlackLatency.Observe(latency.Seconds())
+		l.m.Latency.Observe(latency.Seconds())
 		var limited *slack.RateLimitedError
 		var permanent *slack.PermanentError
 		switch {
 		case err == nil:
-			log.Info("slack attempt", "attempt", attempt, "result", "ok", "latency", latency)
-			w.metrics.SlackPosts.Inc()
+			log.Info("slack attempt", "attempt", attempt, "result", result, "latency", latency)
+			l.m.Posts.Inc()
+			l.note(nil, false)
 			w.finish(ctx, log, row, ledger.Delivered, attempt, "")
 			return
 		case errors.As(err, &limited):
 			// Slack asked us to wait: that costs no attempt.
-			w.metrics.RateLimited.Inc()
+			l.m.RateLimited.Inc()
 			log.Warn("slack attempt", "attempt", attempt, "result", "rate_limited", "retry_after", limited.RetryAfter, "latency", latency)
 			if !sleep(ctx, limited.RetryAfter) {
 				return
 			}
 		case errors.As(err, &permanent):
 			log.Error("slack attempt", "attempt", attempt, "result", "permanent_error", "err", err, "latency", latency)
-			w.metrics.SlackFailures.Inc()
+			l.m.Failures.Inc()
+			l.note(err, true)
 			w.finish(ctx, log, row, ledger.Failed, attempt, err.Error())
 			return
 		case attempt >= w.opts.MaxAttempts:
 			log.Error("slack attempt", "attempt", attempt, "result", "gave_up", "err", err, "latency", latency)
-			w.metrics.SlackFailures.Inc()
+			l.m.Failures.Inc()
+			l.note(err, false)
 			w.finish(ctx, log, row, ledger.Failed, attempt, fmt.Sprintf("gave up after %d attempts: %v", attempt, err))
 			return
 		default:
 			next := time.Now().Add(w.backoff(attempt))
 			log.Warn("slack attempt", "attempt", attempt, "result", "retry", "err", err, "latency", latency, "next_attempt_at", next)
+			l.note(err, false)
 			w.persist(ctx, log, func(ctx context.Context) error {
 				return w.store.Reschedule(ctx, row.GUID, attempt, err.Error(), next)
 			})
 			return
 		}
 	}
+}
+
+// note keeps the outcome of an attempt for health.
+func (l *lane) note(err error, permanent bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil {
+		l.status.LastSuccessAt = time.Now().UTC()
+		return
+	}
+	l.status.LastError, l.status.LastErrorAt, l.status.Permanent = err.Error(), time.Now().UTC(), permanent
+}
+
+// post makes one attempt at the destination; result says what was done.
+func (l *lane) post(ctx context.Context, log *slog.Logger, n event.Notification, msg slack.Message) (string, error) {
+	if l.dest.Chat == nil {
+		return "ok", l.dest.Webhook.Post(ctx, msg)
+	}
+	return l.postLive(ctx, log, n, msg)
+}
+
+// liveKey is where a destination keeps the message of a subject.
+func (l *lane) liveKey(subject string) string { return l.dest.Name + "|" + subject }
+
+// postLive posts through the Web API, one message per subject: the first
+// event of a subject posts (in its parent's thread, when the parent has a
+// message here), later ones update that message. A message someone deleted
+// is posted anew. Slack's ts is kept in the ledger before the row is
+// finished, so a restart between two events still updates.
+func (l *lane) postLive(ctx context.Context, log *slog.Logger, n event.Notification, msg slack.Message) (string, error) {
+	chat, channel := l.dest.Chat, l.dest.Channel
+	if n.Live != "" {
+		prev, err := l.w.store.Live(ctx, l.liveKey(n.Live))
+		switch {
+		case errors.Is(err, ledger.ErrNotFound):
+		case err != nil:
+			return "", err // the ledger is away: retried with backoff
+		case prev.Channel != channel:
+			// The route now names another channel: start there afresh.
+		case prev.Final && n.Interim:
+			// GitHub delivered a state on the way after the result: the
+			// message already says more.
+			return "skipped_stale", nil
+		default:
+			err := chat.Update(ctx, channel, prev.TS, msg)
+			if err == nil {
+				l.keep(ctx, log, n.Live, ledger.Live{Channel: channel, TS: prev.TS, Final: !n.Interim})
+				return "updated", nil
+			}
+			if !errors.Is(err, slack.ErrMessageNotFound) {
+				return "", err
+			}
+			log.Warn("slack: the live message was deleted; posting it anew", "ts", prev.TS)
+		}
+	}
+	var thread string
+	if n.Parent != "" {
+		parent, err := l.w.store.Live(ctx, l.liveKey(n.Parent))
+		switch {
+		case err == nil && parent.Channel == channel:
+			thread = parent.TS
+		case err != nil && !errors.Is(err, ledger.ErrNotFound):
+			return "", err
+		}
+	}
+	ts, err := chat.PostMessage(ctx, channel, msg, thread)
+	if err != nil {
+		return "", err
+	}
+	if ts == "" {
+		return "posted", nil // nothing to update later; Slack always sends one
+	}
+	if n.Live != "" {
+		l.keep(ctx, log, n.Live, ledger.Live{Channel: channel, TS: ts, Final: !n.Interim})
+	}
+	if thread == "" && n.Parent != "" && n.Kind == "pull_request" {
+		// A pull request's first message here starts its thread.
+		l.keep(ctx, log, n.Parent, ledger.Live{Channel: channel, TS: ts})
+	}
+	if thread != "" {
+		return "replied", nil
+	}
+	return "posted", nil
+}
+
+// keep stores a live message's ts, retrying like an outcome: Slack already
+// shows the message, and losing its ts would post the next event anew.
+func (l *lane) keep(ctx context.Context, log *slog.Logger, subject string, m ledger.Live) {
+	m.UpdatedAt = time.Now().UTC()
+	l.w.persist(ctx, log, func(ctx context.Context) error {
+		return l.w.store.SetLive(ctx, l.liveKey(subject), m)
+	})
 }
 
 // backoff is RetryBase doubled per attempt made (1 s, 2 s, 4 s, ...), each

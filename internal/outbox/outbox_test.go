@@ -64,7 +64,7 @@ func newFixture(t *testing.T, dir string, opts Options, logOnly bool) *fixture {
 	if !logOnly {
 		poster = slack.NewWebhook(f.slack.URL(), &http.Client{})
 	}
-	f.worker = New(st, poster, f.metrics, slog.New(slog.NewJSONHandler(f.logs, nil)), opts)
+	f.worker = New(st, []Destination{{Webhook: poster}}, f.metrics, slog.New(slog.NewJSONHandler(f.logs, nil)), opts)
 	t.Cleanup(func() {
 		if f.stop != nil {
 			f.stop()
@@ -124,7 +124,7 @@ func TestDelivered(t *testing.T) {
 	if len(posts) != 1 || !strings.Contains(posts[0].Text, "CI") || !bytes.Contains(posts[0].Body, []byte(`"blocks"`)) {
 		t.Fatalf("posts %+v, want one Block Kit message about CI", posts)
 	}
-	if got := testutil.ToFloat64(f.metrics.SlackPosts); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.For("").Posts); got != 1 {
 		t.Errorf("slack_posts = %v, want 1", got)
 	}
 }
@@ -143,7 +143,7 @@ func TestPermanentErrorGivesUpAtOnce(t *testing.T) {
 	if n := len(f.slack.Posts()); n != 1 {
 		t.Errorf("%d posts, want 1: a 400 is not retried", n)
 	}
-	if got := testutil.ToFloat64(f.metrics.SlackFailures); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.For("").Failures); got != 1 {
 		t.Errorf("slack_failures = %v, want 1", got)
 	}
 }
@@ -168,7 +168,7 @@ func TestRetriesWithBackoffThenGivesUp(t *testing.T) {
 			t.Errorf("gap before attempt %d: %v, want at least %v", i+2, gap, min)
 		}
 	}
-	if got := testutil.ToFloat64(f.metrics.Retries); got != 2 {
+	if got := testutil.ToFloat64(f.metrics.For("").Retries); got != 2 {
 		t.Errorf("retries = %v, want 2", got)
 	}
 }
@@ -349,7 +349,7 @@ func TestBurstDrainsWithoutRateLimits(t *testing.T) {
 			t.Fatalf("b%d: %+v", i, d)
 		}
 	}
-	if limited := testutil.ToFloat64(f.metrics.RateLimited); limited != 0 {
+	if limited := testutil.ToFloat64(f.metrics.For("").RateLimited); limited != 0 {
 		t.Errorf("%v answers of 429 while draining a burst, want none", limited)
 	}
 	if n := len(f.slack.Posts()); n != 100 {
