@@ -24,6 +24,7 @@ const usage = `ciwebhook receives GitHub webhooks and posts CI results to Slack.
 Usage:
   ciwebhook [serve]                          run the server (configured by environment variables; see README)
   ciwebhook preview --event E --file F       print the Slack message a payload would produce
+  ciwebhook route --event E --file F         print which CONFIG_FILE routes a payload matches, and their messages
   ciwebhook send --event E --file F          sign a payload and post it to a running server
   ciwebhook ledger list|show|retry           read the ledger, requeue failed messages
   ciwebhook version                          print the version
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args, stderr)
 	case "preview":
 		return preview(args, stdout, stderr)
+	case "route":
+		return route(args, stdout, stderr)
 	case "send":
 		return send(ctx, args, os.Getenv, stdout, stderr)
 	case "ledger":
