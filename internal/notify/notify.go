@@ -8,14 +8,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/bmatcuk/doublestar/v4"
 
 	"github.com/ciwebhook/ciwebhook/internal/event"
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
@@ -249,20 +246,20 @@ func (p *Policy) filter(s *event.Summary) string {
 		}
 		return fmt.Sprintf("repository %s is not in ALLOWED_REPOS", s.Repo)
 	}
-	if len(p.f.Branches) > 0 && !anyBranch(p.f.Branches, s.Branches) {
+	if len(p.f.Branches) > 0 && !route.AnyBranch(p.f.Branches, s.Branches) {
 		if len(s.Branches) == 0 {
 			return "no branch, and ALLOWED_BRANCHES is set"
 		}
 		return fmt.Sprintf("branch %s is not in ALLOWED_BRANCHES", strings.Join(s.Branches, ", "))
 	}
-	if s.Actor != "" && matchAny(p.f.IgnoreActors, s.Actor) {
+	if s.Actor != "" && route.MatchAny(p.f.IgnoreActors, s.Actor) {
 		return fmt.Sprintf("actor %s is in IGNORE_ACTORS", s.Actor)
 	}
 	if s.Note.Kind == "workflow_run" {
-		if len(p.f.AllowedWorkflows) > 0 && !workflowMatch(p.f.AllowedWorkflows, s) {
+		if len(p.f.AllowedWorkflows) > 0 && !route.WorkflowMatch(p.f.AllowedWorkflows, s.Workflow, s.WorkflowPath) {
 			return fmt.Sprintf("workflow %s is not in ALLOWED_WORKFLOWS", s.Workflow)
 		}
-		if workflowMatch(p.f.IgnoredWorkflows, s) {
+		if route.WorkflowMatch(p.f.IgnoredWorkflows, s.Workflow, s.WorkflowPath) {
 			return fmt.Sprintf("workflow %s is in IGNORED_WORKFLOWS", s.Workflow)
 		}
 	}
@@ -274,36 +271,6 @@ func (p *Policy) repoAllowed(repo string) bool {
 	owner, _, _ := strings.Cut(repo, "/")
 	for _, r := range p.f.Repos {
 		if r == repo || (strings.HasSuffix(r, "/*") && strings.TrimSuffix(r, "/*") == owner && repo != "") {
-			return true
-		}
-	}
-	return false
-}
-
-func anyBranch(globs, branches []string) bool {
-	for _, b := range branches {
-		if matchAny(globs, b) {
-			return true
-		}
-	}
-	return false
-}
-
-func matchAny(globs []string, s string) bool {
-	for _, g := range globs {
-		// Patterns were validated at start-up; a match error cannot happen.
-		if ok, _ := doublestar.Match(g, s); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// workflowMatch matches globs against the workflow's name and its file path
-// (and the file's base name, so "ci.yml" works as well as the full path).
-func workflowMatch(globs []string, s *event.Summary) bool {
-	for _, v := range []string{s.Workflow, s.WorkflowPath, path.Base(s.WorkflowPath)} {
-		if v != "" && v != "." && matchAny(globs, v) {
 			return true
 		}
 	}

@@ -97,13 +97,13 @@ func (r *Route) matches(repo string, s Subject) bool {
 	if r.Events != nil && !contains(r.Events, s.Event) {
 		return false
 	}
-	if r.Repos != nil && !matchAny(r.Repos, repo) {
+	if r.Repos != nil && !MatchAny(r.Repos, repo) {
 		return false
 	}
-	if r.Branches != nil && !anyBranch(r.Branches, s.Branches) {
+	if r.Branches != nil && !AnyBranch(r.Branches, s.Branches) {
 		return false
 	}
-	if r.Workflows != nil && !workflowMatch(r.Workflows, s) {
+	if r.Workflows != nil && !WorkflowMatch(r.Workflows, s.Workflow, s.WorkflowPath) {
 		return false
 	}
 	return true
@@ -118,9 +118,10 @@ func contains(list []string, v string) bool {
 	return false
 }
 
-func matchAny(globs []string, name string) bool {
+// MatchAny reports whether name matches any of globs, which must have been
+// validated (doublestar.ValidatePattern): Parse and config.Load do that.
+func MatchAny(globs []string, name string) bool {
 	for _, g := range globs {
-		// Patterns were validated by Parse.
 		if doublestar.MatchUnvalidated(g, name) {
 			return true
 		}
@@ -128,25 +129,28 @@ func matchAny(globs []string, name string) bool {
 	return false
 }
 
-func anyBranch(globs, branches []string) bool {
+// AnyBranch reports whether any of branches matches any of globs; none
+// when the event has no branch.
+func AnyBranch(globs, branches []string) bool {
 	for _, b := range branches {
-		if matchAny(globs, b) {
+		if MatchAny(globs, b) {
 			return true
 		}
 	}
 	return false
 }
 
-// workflowMatch matches as notify's ALLOWED_WORKFLOWS does: the name, the
-// file path, or the file's base name, so "ci.yml" works as well as the path.
-func workflowMatch(globs []string, s Subject) bool {
-	if s.Workflow != "" && matchAny(globs, s.Workflow) {
+// WorkflowMatch matches globs against a workflow's name, its file path, or
+// the file's base name, so "ci.yml" works as well as the path. Routes and
+// ALLOWED_WORKFLOWS/IGNORED_WORKFLOWS match workflows this one way.
+func WorkflowMatch(globs []string, name, file string) bool {
+	if name != "" && MatchAny(globs, name) {
 		return true
 	}
-	if s.WorkflowPath == "" {
+	if file == "" {
 		return false
 	}
-	return matchAny(globs, s.WorkflowPath) || matchAny(globs, path.Base(s.WorkflowPath))
+	return MatchAny(globs, file) || MatchAny(globs, path.Base(file))
 }
 
 // lowerASCII lowercases s into buf without allocating: repository names
