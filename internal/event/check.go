@@ -15,6 +15,10 @@ type checkSuitePayload struct {
 		Status     string `json:"status"`
 		Conclusion string `json:"conclusion"`
 		App        *app   `json:"app"`
+		// The pull requests the suite ran for, by number.
+		PullRequests []struct {
+			Number int `json:"number"`
+		} `json:"pull_requests"`
 	} `json:"check_suite"`
 }
 
@@ -72,6 +76,10 @@ func summarizeCheckSuite(body []byte) (Summary, error) {
 	if cs.ID != 0 {
 		s.Key = "suite:" + strconv.FormatInt(cs.ID, 10)
 		s.Note.Live = SuiteLive(s.Repo, cs.ID)
+	}
+	// CI results on a pull request's head belong in its thread.
+	if len(cs.PullRequests) > 0 && cs.PullRequests[0].Number > 0 && s.Repo != "" {
+		s.Note.Parent = PRSubject(s.Repo, cs.PullRequests[0].Number)
 	}
 	return s, nil
 }

@@ -234,8 +234,9 @@ func TestSummarizeRealPayloadsExact(t *testing.T) {
 				Note: &Notification{
 					Kind: "check_suite", Outcome: Success, Title: "octocoders-linter",
 					Repo: "Codertocat/Hello-World", Branch: "changes", Actor: "Codertocat", SHA: csSHA,
-					URL:  "https://github.com/Codertocat/Hello-World/commit/" + csSHA + "/checks",
-					Live: "suite:codertocat/hello-world:118578147",
+					URL:    "https://github.com/Codertocat/Hello-World/commit/" + csSHA + "/checks",
+					Live:   "suite:codertocat/hello-world:118578147",
+					Parent: "pr:codertocat/hello-world#2",
 				},
 			},
 		},
