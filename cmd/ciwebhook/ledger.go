@@ -148,11 +148,12 @@ func ledgerList(ctx context.Context, args []string, getenv func(string) string, 
 		return 0
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RECEIVED_AT\tGUID\tEVENT\tACTION\tREPO\tREF\tSTATE\tATTEMPTS\tLAST_ERROR")
+	fmt.Fprintln(tw, "RECEIVED_AT\tGUID\tEVENT\tACTION\tREPO\tREF\tSTATE\tDESTINATION\tATTEMPTS\tLAST_ERROR")
 	for _, d := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
+		dest := d.Destination // a route's name; "-" is the default destination
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
 			d.ReceivedAt.UTC().Format(time.RFC3339), d.GUID, cell(d.Event, 0), cell(d.Action, 0),
-			cell(d.Repo, 0), cell(d.Ref, 0), d.State, d.Attempts, cell(d.LastError, 60))
+			cell(d.Repo, 0), cell(d.Ref, 0), d.State, cell(dest, 0), d.Attempts, cell(d.LastError, 60))
 	}
 	if err := tw.Flush(); err != nil {
 		fmt.Fprintf(stderr, "ciwebhook ledger list: %v\n", err)

@@ -90,7 +90,7 @@ func TestLedgerList(t *testing.T) {
 				t.Fatalf("%d lines, want a header and %d rows:\n%s", len(lines), len(tc.guids), out)
 			}
 			header := lines[0]
-			for _, col := range []string{"RECEIVED_AT", "GUID", "EVENT", "ACTION", "REPO", "REF", "STATE", "ATTEMPTS", "LAST_ERROR"} {
+			for _, col := range []string{"RECEIVED_AT", "GUID", "EVENT", "ACTION", "REPO", "REF", "STATE", "DESTINATION", "ATTEMPTS", "LAST_ERROR"} {
 				if !strings.Contains(header, col) {
 					t.Errorf("header %q lacks %s", header, col)
 				}
