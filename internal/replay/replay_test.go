@@ -390,20 +390,7 @@ func replay(t *testing.T, s *stream, mode string) result {
 
 	r := result{answers: map[string]int{}}
 	for _, d := range s.deliveries {
-		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write(d.body)
-		req := httptest.NewRequest(http.MethodPost, githook.Path, bytes.NewReader(d.body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-GitHub-Event", d.event)
-		req.Header.Set("X-GitHub-Delivery", d.guid)
-		req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		var a struct{ Status string }
-		if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || rec.Code >= 300 && rec.Code != http.StatusOK {
-			t.Fatalf("%s %s: %d %s", d.event, d.guid, rec.Code, rec.Body)
-		}
-		r.answers[a.Status]++
+		r.answers[post(t, h, d)]++
 		r.deliveries++
 	}
 	rows, err := store.Due(context.Background(), "", time.Now().Add(time.Hour), 0, 100_000)
@@ -420,6 +407,25 @@ func replay(t *testing.T, s *stream, mode string) result {
 	}
 	r.suppressed = counter(t, reg, "ciwebhook_suppressed_total")
 	return r
+}
+
+// post sends one delivery as GitHub would and returns the answer's status.
+func post(t *testing.T, h http.Handler, d delivery) string {
+	t.Helper()
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(d.body)
+	req := httptest.NewRequest(http.MethodPost, githook.Path, bytes.NewReader(d.body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", d.event)
+	req.Header.Set("X-GitHub-Delivery", d.guid)
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var a struct{ Status string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || rec.Code >= 300 && rec.Code != http.StatusOK {
+		t.Fatalf("%s %s: %d %s", d.event, d.guid, rec.Code, rec.Body)
+	}
+	return a.Status
 }
 
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
