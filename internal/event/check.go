@@ -42,6 +42,7 @@ func summarizeCheckSuite(body []byte) (Summary, error) {
 	if cs.App != nil {
 		// slug is null in most payloads, and the name is what the checks tab shows.
 		name = firstNonEmpty(cs.App.Name, cs.App.Slug, name)
+		s.App = name
 	}
 	branch := strings.TrimSpace(cs.HeadBranch)
 	sha := strings.TrimSpace(cs.HeadSHA)
@@ -94,6 +95,7 @@ type checkRunPayload struct {
 		HTMLURL     string `json:"html_url"`
 		StartedAt   Time   `json:"started_at"`
 		CompletedAt Time   `json:"completed_at"`
+		App         *app   `json:"app"`
 		CheckSuite  *struct {
 			ID         int64  `json:"id"`
 			HeadBranch string `json:"head_branch"`
@@ -125,6 +127,9 @@ func summarizeCheckRun(body []byte) (Summary, error) {
 
 	s.Ref = branch
 	s.Workflow = name
+	if cr.App != nil {
+		s.App = firstNonEmpty(cr.App.Name, cr.App.Slug)
+	}
 	s.Status = strings.TrimSpace(cr.Status)
 	s.Conclusion = strings.TrimSpace(cr.Conclusion)
 	s.URL = strings.TrimSpace(cr.HTMLURL)

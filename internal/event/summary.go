@@ -28,6 +28,8 @@ type Summary struct {
 	WorkflowPath string
 	// Actor is the GitHub login that caused the event.
 	Actor string
+	// App is the app behind a check suite or check run ("GitHub Actions").
+	App string
 
 	// Key makes the message one of a kind (see ledger.Delivery.Key); empty
 	// when any number of such messages may be posted.

@@ -113,6 +113,13 @@ func (p *Policy) Decide(ctx context.Context, s *event.Summary) (Decision, error)
 	if reason := p.filter(s); reason != "" {
 		return Decision{State: ledger.Filtered, Reason: reason}, nil
 	}
+	if len(p.f.Routes) > 0 && s.App == actionsApp && (s.Note.Kind == "check_suite" || s.Note.Kind == "check_run") {
+		// Routes may choose by workflow, which an Actions check suite or
+		// check run does not name: routed on their own, they could reach a
+		// channel the run's route kept it from. The run's workflow_run
+		// delivery says it, routed by its workflow.
+		return Decision{State: ledger.Ignored, Reason: "with CONFIG_FILE, a GitHub Actions run is said by its workflow_run delivery"}, nil
+	}
 	dests, reason := p.route(s)
 	if len(dests) == 0 {
 		if s.Note.Interim {

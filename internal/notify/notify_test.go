@@ -367,6 +367,11 @@ func TestRoutes(t *testing.T) {
 		s.Note.Interim = true
 		return s
 	}
+	actions := func(kind string) event.Summary {
+		s := summary(kind, "octo-org/api-gateway", "main")
+		s.App, s.Workflow = "GitHub Actions", "GitHub Actions"
+		return s
+	}
 	cases := []struct {
 		name     string
 		fallback bool
@@ -386,6 +391,15 @@ func TestRoutes(t *testing.T) {
 		{"a run on its way taken by a webhook route", true, "", interim(summary("workflow_run", "octo-org/api-gateway", "release/2")), ledger.Ignored, nil},
 		{"a run on its way with no channel route", true, "", interim(summary("workflow_run", "someone/else", "main")), ledger.Ignored, nil},
 		{"a run on its way in changes mode", false, ModeChanges, interim(summary("workflow_run", "octo-org/web", "main")), ledger.Ignored, nil},
+		// Routed by app name, an Actions suite would reach platform-live,
+		// which api-team's route kept the run from: the run says it.
+		{"an Actions check suite", true, "", actions("check_suite"), ledger.Ignored, nil},
+		{"an Actions check run", true, "", actions("check_run"), ledger.Ignored, nil},
+		{"another app's check suite", false, "", func() event.Summary {
+			s := summary("check_suite", "octo-org/api-gateway", "main")
+			s.App, s.Workflow = "Buildkite", "Buildkite"
+			return s
+		}(), ledger.Pending, []string{"api-team"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
