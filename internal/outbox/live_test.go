@@ -302,3 +302,63 @@ func TestDestinationsArePacedApart(t *testing.T) {
 		t.Errorf("rate-limited row %+v, want still owed, no attempt used", got)
 	}
 }
+
+// A check run's early failure that arrives (or is retried) after the
+// suite's result does not replace it; before it, the result replaces it.
+func TestLiveEarlyFailureNeverOverwritesTheResult(t *testing.T) {
+	t.Parallel()
+	f := newLiveFixture(t)
+	early := event.Notification{Kind: "check_run", Outcome: event.Failure, Title: "lint", Repo: "octo-org/octo-repo",
+		Live: "suite:octo-org/octo-repo:118578147"}
+	suite := event.Notification{Kind: "check_suite", Outcome: event.Failure, Title: "Buildkite", Repo: "octo-org/octo-repo",
+		Live: "suite:octo-org/octo-repo:118578147", Failed: []string{"lint", "test"}}
+	delivered(t, f.send(t, "early", "live", early))
+	delivered(t, f.send(t, "result", "live", suite))
+	delivered(t, f.send(t, "late", "live", early))
+	if got := strings.Join(methods(f.api.Calls()), " "); got != "chat.postMessage chat.update" {
+		t.Fatalf("calls %s, want the early post and the result's update only", got)
+	}
+	if msgs := f.api.Messages(channel); len(msgs) != 1 || !strings.Contains(string(msgs[0].Blocks), "test") {
+		t.Fatalf("channel holds %+v, want the suite's result with its failed checks", msgs)
+	}
+}
+
+// Slack notifies nobody for a mention added by an edit: a failure that
+// updates a message also replies in its thread to the people it mentions.
+func TestLiveMentionsOnUpdateReplyInThread(t *testing.T) {
+	t.Parallel()
+	f := newLiveFixture(t)
+	delivered(t, f.send(t, "running", "live", run(event.InProgress, true)))
+	failed := run(event.Failure, false)
+	failed.Mentions = []string{"U0OCTOCAT"}
+	delivered(t, f.send(t, "failed", "live", failed))
+
+	msgs := f.api.Messages(channel)
+	if len(msgs) != 2 {
+		t.Fatalf("channel holds %+v, want the run's message and one reply", msgs)
+	}
+	reply := msgs[1]
+	if reply.ThreadTS != msgs[0].TS || !strings.Contains(reply.Text, "<@U0OCTOCAT>") || !strings.Contains(reply.Text, "failed") {
+		t.Errorf("reply %+v, want a mention of U0OCTOCAT about the failure, in the run's thread", reply)
+	}
+	// A success mentions nobody, so it replies nothing.
+	delivered(t, f.send(t, "passed", "live", run(event.Success, false)))
+	if n := len(f.api.Messages(channel)); n != 2 {
+		t.Errorf("%d messages after the success, want still 2", n)
+	}
+}
+
+// Health shows what is wrong now: a success clears the last error.
+func TestLiveStatusClearsOnSuccess(t *testing.T) {
+	t.Parallel()
+	f := newLiveFixture(t)
+	f.api.Channels("C0000000000")
+	f.send(t, "lost", "live", run(event.Failure, false))
+	f.api.Channels(channel)
+	delivered(t, f.send(t, "fine", "live", run(event.Success, false)))
+	for _, st := range f.worker.Statuses() {
+		if st.Name == "live" && (st.LastError != "" || st.Permanent || st.LastSuccessAt.IsZero()) {
+			t.Errorf("status %+v, want the error cleared by the success", st)
+		}
+	}
+}

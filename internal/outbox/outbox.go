@@ -356,7 +356,9 @@ func (l *lane) note(err error, permanent bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err == nil {
-		l.status.LastSuccessAt = time.Now().UTC()
+		// Health shows what is wrong now: a channel unarchived, a token
+		// replaced, and the error is gone.
+		l.status = Status{Name: l.status.Name, Kind: l.status.Kind, LastSuccessAt: time.Now().UTC()}
 		return
 	}
 	l.status.LastError, l.status.LastErrorAt, l.status.Permanent = err.Error(), time.Now().UTC(), permanent
@@ -388,14 +390,18 @@ func (l *lane) postLive(ctx context.Context, log *slog.Logger, n event.Notificat
 			return "", err // the ledger is away: retried with backoff
 		case prev.Channel != channel:
 			// The route now names another channel: start there afresh.
-		case prev.Final && n.Interim:
-			// GitHub delivered a state on the way after the result: the
+		case prev.Final && !final(n):
+			// GitHub delivered a state on the way (or a check run's early
+			// failure) after the result, or it was retried past it: the
 			// message already says more.
 			return "skipped_stale", nil
 		default:
 			err := chat.Update(ctx, channel, prev.TS, msg)
 			if err == nil {
-				l.keep(ctx, log, n.Live, ledger.Live{Channel: channel, TS: prev.TS, Final: !n.Interim})
+				l.keep(ctx, log, n.Live, ledger.Live{Channel: channel, TS: prev.TS, Final: final(n)})
+				if err := l.mentionReply(ctx, n, prev.TS); err != nil {
+					return "", err // retried: the update again (no change), then the reply
+				}
 				return "updated", nil
 			}
 			if !errors.Is(err, slack.ErrMessageNotFound) {
@@ -422,7 +428,7 @@ func (l *lane) postLive(ctx context.Context, log *slog.Logger, n event.Notificat
 		return "posted", nil // nothing to update later; Slack always sends one
 	}
 	if n.Live != "" {
-		l.keep(ctx, log, n.Live, ledger.Live{Channel: channel, TS: ts, Final: !n.Interim})
+		l.keep(ctx, log, n.Live, ledger.Live{Channel: channel, TS: ts, Final: final(n)})
 	}
 	if thread == "" && n.Parent != "" && n.Kind == "pull_request" {
 		// A pull request's first message here starts its thread.
@@ -432,6 +438,29 @@ func (l *lane) postLive(ctx context.Context, log *slog.Logger, n event.Notificat
 		return "replied", nil
 	}
 	return "posted", nil
+}
+
+// final reports whether n is a subject's result, which no later note but
+// another result may replace: not a state on the way, and not a check
+// run's early failure, which its suite's result completes.
+func final(n event.Notification) bool { return !n.Interim && n.Kind != "check_run" }
+
+// mentionReply replies in the thread of an updated message to the people
+// it mentions, who an edit does not notify. A message that is itself a
+// reply (a run in a pull request's thread) is answered in the same thread.
+func (l *lane) mentionReply(ctx context.Context, n event.Notification, ts string) error {
+	reply, ok := slack.MentionReply(n)
+	if !ok {
+		return nil
+	}
+	thread := ts
+	if n.Parent != "" {
+		if parent, err := l.w.store.Live(ctx, l.liveKey(n.Parent)); err == nil && parent.Channel == l.dest.Channel {
+			thread = parent.TS
+		}
+	}
+	_, err := l.dest.Chat.PostMessage(ctx, l.dest.Channel, reply, thread)
+	return err
 }
 
 // keep stores a live message's ts, retrying like an outcome: Slack already

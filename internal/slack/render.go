@@ -152,6 +152,23 @@ func Render(n event.Notification) Message {
 	return Message{Text: text, Blocks: blocks}
 }
 
+// MentionReply is the thread reply that tells the people a message mentions
+// when the message itself was updated in place: Slack notifies for a
+// mention in a new message, not in an edit. ok is false when the message
+// mentions nobody.
+func MentionReply(n event.Notification) (m Message, ok bool) {
+	cc := mentions(n.Mentions)
+	if cc == "" {
+		return Message{}, false
+	}
+	l := lookOf(n.Outcome)
+	if n.Change == "fixed" {
+		l = look{"✅", "fixed"}
+	}
+	text := clip(fallback(n, l), maxFallbackText-len(cc)-1) + " " + cc
+	return Message{Text: text, Blocks: []Block{{Type: "section", Text: mrkdwn(text)}}}, true
+}
+
 // slackUserID is the shape of a Slack user ID. Config validates
 // SLACK_MENTIONS already; the check here keeps a tampered ledger row from
 // writing <!channel> or any other markup through the mention syntax.
