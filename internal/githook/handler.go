@@ -226,14 +226,15 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 	// after the first, and again on a duplicate: a crash between the two
 	// left a redelivery to add what is missing (a row already there is a
 	// Duplicate, which changes nothing).
+	queued := result == ledger.Recorded && d.State == ledger.Pending
 	for _, extra := range rows[1:] {
 		res, err := h.store.Record(r.Context(), extra)
 		if err != nil {
 			refuse(http.StatusServiceUnavailable, metrics.ReasonStorage, "the ledger could not record the delivery; retry it", "err", err)
 			return
 		}
-		if res != ledger.Duplicate && extra.State == ledger.Pending && d.State != ledger.Pending {
-			d = extra // the answer says queued when any destination is owed a message
+		if res == ledger.Recorded && extra.State == ledger.Pending {
+			queued = true // another destination is owed the message
 		}
 	}
 
@@ -245,13 +246,16 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 	case result == ledger.Duplicate:
 		h.metrics.DedupHits.Inc()
 		a.Status, code = "duplicate", http.StatusOK
-	case result == ledger.KeyTaken:
-		h.metrics.Ignored.Inc()
-		a.Status, a.Reason = "ignored", "already notified"
-	case d.State == ledger.Pending:
+		if queued {
+			h.opts.Wake() // a row a crash had kept from being written is owed now
+		}
+	case queued:
 		h.metrics.Queued.Inc()
 		a.Status = "queued"
 		h.opts.Wake()
+	case result == ledger.KeyTaken:
+		h.metrics.Ignored.Inc()
+		a.Status, a.Reason = "ignored", "already notified"
 	case d.State == ledger.Filtered:
 		h.metrics.Filtered.Inc()
 		a.Status, a.Reason = "filtered", decision.Reason

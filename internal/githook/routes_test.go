@@ -128,3 +128,45 @@ func TestRoutedRedeliveryCompletesTheRows(t *testing.T) {
 		t.Fatalf("r1/audit after the redelivery: %+v, %v; want it owed", d, err)
 	}
 }
+
+// When the first destination has already said it but another is owed the
+// message, the answer is queued and the worker is woken.
+func TestRoutedQueuedWhenAnyDestinationIsOwed(t *testing.T) {
+	t.Parallel()
+	const file = `routes:
+  - name: everything
+    continue: true
+    webhook_url: https://hooks.slack.com/services/T/B/all
+  - name: suites
+    events: ["check_suite"]
+    webhook_url: https://hooks.slack.com/services/T/B/suites
+`
+	routes, err := route.Parse("routes.yaml", []byte(file), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, Options{Filters: notify.Filters{Routes: routes}})
+	if _, a := f.do(delivery("workflow_run", "r1", readPayload(t, "workflow_run/completed.payload.json"))); a.Status != "queued" {
+		t.Fatalf("run: %+v, want queued", a)
+	}
+	suite := rewrite(t, readPayload(t, "check_suite/completed.payload.json"), func(m map[string]any) {
+		m["check_suite"].(map[string]any)["id"] = 1291536064 // the run's suite, from another app
+	})
+	f.mu.Lock()
+	woken := f.woken
+	f.mu.Unlock()
+	if _, a := f.do(delivery("check_suite", "c1", suite)); a.Status != "queued" {
+		t.Fatalf("suite: %+v, want queued (the suites route is owed it)", a)
+	}
+	if d, _ := f.store.Get(context.Background(), "c1"); d.State != ledger.Ignored {
+		t.Errorf("c1 %s, want ignored: the run was said at everything", d.State)
+	}
+	if d, _ := f.store.Get(context.Background(), "c1/suites"); d.State != ledger.Pending {
+		t.Errorf("c1/suites %s, want pending", d.State)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.woken != woken+1 {
+		t.Errorf("worker woken %d times, want once more", f.woken-woken)
+	}
+}
