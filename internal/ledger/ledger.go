@@ -139,11 +139,18 @@ type Store interface {
 	Streak(ctx context.Context, key string, run StreakRun) (StreakVerdict, error)
 	// Live returns the live message kept under key, or ErrNotFound.
 	Live(ctx context.Context, key string) (Live, error)
-	// SetLive keeps m under key, replacing what was there. Like streaks,
-	// live messages survive restarts and are not pruned with deliveries.
+	// SetLive keeps m under key, replacing what was there. Live messages
+	// survive restarts and are not pruned with deliveries; SetLive forgets
+	// those not set for LiveTTL before m.UpdatedAt, so the table holds
+	// about a month of subjects, not every one ever seen.
 	SetLive(ctx context.Context, key string, m Live) error
 	Close() error
 }
+
+// LiveTTL is how long a live message is kept after it was last set: a
+// subject quiet for longer (a pull request reopened after months) starts a
+// new message.
+const LiveTTL = 30 * 24 * time.Hour
 
 // Live is the Slack message that stands for one subject (a workflow run, a
 // check suite, a pull request) at one destination, when the destination

@@ -326,6 +326,13 @@ func (s *Store) load() error {
 		s.count(d, 1)
 	}
 	slices.SortFunc(s.order, func(a, b *ledger.Delivery) int { return cmpSeq(a.Seq, b.Seq) })
+	var newest time.Time
+	for _, m := range s.live {
+		if m.UpdatedAt.After(newest) {
+			newest = m.UpdatedAt
+		}
+	}
+	s.forgetLive(newest)
 	return nil
 }
 
@@ -616,8 +623,20 @@ func (s *Store) SetLive(ctx context.Context, key string, m ledger.Live) error {
 		return err
 	}
 	s.live[key] = m
+	// Forgotten here and at load (forgetLive); the lines stay in the log
+	// until the next compaction, which writes only what is kept.
+	s.forgetLive(m.UpdatedAt)
 	s.maybeCompact()
 	return nil
+}
+
+// forgetLive drops the live messages not set for LiveTTL before now.
+func (s *Store) forgetLive(now time.Time) {
+	for k, m := range s.live {
+		if m.UpdatedAt.Before(now.Add(-ledger.LiveTTL)) {
+			delete(s.live, k)
+		}
+	}
 }
 
 // Due returns up to limit Pending rows of destination with a Seq greater

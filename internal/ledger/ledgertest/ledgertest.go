@@ -77,6 +77,7 @@ func Run(t *testing.T, open Opener) {
 		{"StreakConcurrent", testStreakConcurrent},
 		{"Live", testLive},
 		{"LiveRestart", testLiveRestart},
+		{"LiveForgets", testLiveForgets},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {

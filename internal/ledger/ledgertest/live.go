@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ciwebhook/ciwebhook/internal/ledger"
 )
@@ -101,4 +102,32 @@ func live(t *testing.T, s ledger.Store, key string) ledger.Live {
 		t.Fatalf("Live(%s): %v", key, err)
 	}
 	return m
+}
+
+// testLiveForgets: SetLive forgets live messages not set for LiveTTL, so
+// the table holds about a month of subjects; a forgotten one stays
+// forgotten after a restart.
+func testLiveForgets(t *testing.T, open Opener) {
+	h := newHarness(t, open, bigLimit)
+	set := func(key string, at time.Time) {
+		t.Helper()
+		if err := h.s.SetLive(t.Context(), key, ledger.Live{Channel: "C0123456789", TS: "1700000000.000100", UpdatedAt: at}); err != nil {
+			t.Fatalf("SetLive(%s): %v", key, err)
+		}
+	}
+	t0 := at(0)
+	set("old", t0)
+	set("recent", t0.Add(ledger.LiveTTL/2))
+	set("new", t0.Add(ledger.LiveTTL+time.Hour))
+	check := func(when string) {
+		t.Helper()
+		if _, err := h.s.Live(t.Context(), "old"); !errors.Is(err, ledger.ErrNotFound) {
+			t.Errorf("%s: Live(old) err = %v, want ErrNotFound: not set for longer than LiveTTL", when, err)
+		}
+		live(t, h.s, "recent")
+		live(t, h.s, "new")
+	}
+	check("after SetLive")
+	h.reopen()
+	check("after a restart")
 }

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, state TEXT NOT NULL);
 -- destination, shared by every replica. Never pruned.
 CREATE TABLE IF NOT EXISTS live (key TEXT PRIMARY KEY, channel TEXT NOT NULL, ts TEXT NOT NULL,
   final BOOLEAN NOT NULL DEFAULT false, updated_at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS live_updated ON live (updated_at);
 `
 
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
@@ -305,10 +306,15 @@ func (s *Store) Live(ctx context.Context, key string) (ledger.Live, error) {
 
 func (s *Store) SetLive(ctx context.Context, key string, m ledger.Live) error {
 	err := retry(ctx, func() error {
-		_, err := s.pool.Exec(ctx, `INSERT INTO live (key, channel, ts, final, updated_at) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (key) DO UPDATE SET channel = excluded.channel, ts = excluded.ts,
-			final = excluded.final, updated_at = excluded.updated_at`, key, m.Channel, m.TS, m.Final, millis(m.UpdatedAt))
-		return err
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `DELETE FROM live WHERE updated_at < $1`, millis(m.UpdatedAt.Add(-ledger.LiveTTL))); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO live (key, channel, ts, final, updated_at) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (key) DO UPDATE SET channel = excluded.channel, ts = excluded.ts,
+				final = excluded.final, updated_at = excluded.updated_at`, key, m.Channel, m.TS, m.Final, millis(m.UpdatedAt))
+			return err
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("postgres ledger: keep live message %s: %s", key, redact(err))

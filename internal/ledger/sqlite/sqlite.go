@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, state TEXT NOT NULL);
 -- destination. Not deliveries: never pruned.
 CREATE TABLE IF NOT EXISTS live (key TEXT PRIMARY KEY, channel TEXT NOT NULL, ts TEXT NOT NULL,
   final INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS live_updated ON live(updated_at);
 `
 
 // upgrades bring a ledger made by an earlier version up to schema: SQLite
@@ -777,11 +778,23 @@ func (s *Store) Live(ctx context.Context, key string) (ledger.Live, error) {
 }
 
 func (s *Store) SetLive(ctx context.Context, key string, m ledger.Live) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO live (key, channel, ts, final, updated_at) VALUES (?, ?, ?, ?, ?)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite ledger: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM live WHERE updated_at < ?`, millis(m.UpdatedAt.Add(-ledger.LiveTTL))); err != nil {
+		return fmt.Errorf("sqlite ledger: forget old live messages: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO live (key, channel, ts, final, updated_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET channel = excluded.channel, ts = excluded.ts,
 		final = excluded.final, updated_at = excluded.updated_at`, key, m.Channel, m.TS, m.Final, millis(m.UpdatedAt))
 	if err != nil {
 		return fmt.Errorf("sqlite ledger: keep live message %s: %w", key, err)
+	}
+	if err := tx.Commit(); err != nil {
+		s.w.ExecContext(ctx, "ROLLBACK") // as in tryGroup: a failed COMMIT may leave it open
+		return fmt.Errorf("sqlite ledger: commit live message %s: %w", key, err)
 	}
 	s.committed()
 	s.restartWAL()
