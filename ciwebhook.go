@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -93,6 +94,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		return nil, err
 	}
 	dests, slackMode := Destinations(cfg, routes, opts.HTTPClient)
+	warnOrphans(ctx, s.store, dests, log)
 	if cfg.SlackBotToken != "" && !slices.ContainsFunc(routes, func(r route.Route) bool { return r.Channel != "" }) {
 		log.Warn("SLACK_BOT_TOKEN is set but no route in CONFIG_FILE names a channel; the token is not used")
 	}
@@ -124,9 +126,15 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	return s, nil
 }
 
-// Routes reads CONFIG_FILE, when set, and checks that the routes can post:
-// a channel route needs SLACK_BOT_TOKEN. getenv expands ${NAME} in it.
+// Routes reads CONFIG_FILE, when set, and checks the routes against the
+// rest of the settings. getenv expands ${NAME} in it.
 func Routes(cfg config.Config, getenv func(string) string) ([]route.Route, error) {
+	return routes(cfg, getenv, true)
+}
+
+// routes is Routes; needToken false skips the check that a channel route
+// has SLACK_BOT_TOKEN, for a dry run that posts nothing.
+func routes(cfg config.Config, getenv func(string) string, needToken bool) ([]route.Route, error) {
 	if cfg.ConfigFile == "" {
 		return nil, nil
 	}
@@ -138,7 +146,7 @@ func Routes(cfg config.Config, getenv func(string) string) ([]route.Route, error
 		if r.Name == metrics.DefaultDestination {
 			return nil, fmt.Errorf("CONFIG_FILE: %s:%d: route name %q is kept for SLACK_WEBHOOK_URL's destination; choose another", cfg.ConfigFile, r.Line, r.Name)
 		}
-		if r.Channel != "" && cfg.SlackBotToken == "" {
+		if needToken && r.Channel != "" && cfg.SlackBotToken == "" {
 			return nil, fmt.Errorf("CONFIG_FILE: %s:%d: route %s names a channel, which needs SLACK_BOT_TOKEN; set it, or give the route a webhook_url", cfg.ConfigFile, r.Line, r.Name)
 		}
 	}
@@ -146,8 +154,9 @@ func Routes(cfg config.Config, getenv func(string) string) ([]route.Route, error
 }
 
 // Destinations are where messages go: the default destination (the
-// SLACK_WEBHOOK_URL, or the log) and one per route. mode sums them up for
-// health and the start-up line.
+// SLACK_WEBHOOK_URL, or the log) and one per route. mode is the default
+// destination's, as health reports it ("webhook" or "log-only"); health
+// lists the routes' destinations beside it.
 func Destinations(cfg config.Config, routes []route.Route, client *http.Client) (dests []outbox.Destination, mode string) {
 	// nil gives the Slack clients their defaults: a transport of their
 	// own, a timeout, and no redirects followed.
@@ -171,10 +180,42 @@ func Destinations(cfg config.Config, routes []route.Route, client *http.Client) 
 		}
 		dests = append(dests, d)
 	}
-	if len(routes) > 0 {
-		mode = "routes"
-	}
 	return dests, mode
+}
+
+// orphanScan bounds how many owed rows start-up looks at for warnOrphans.
+const orphanScan = 10_000
+
+// warnOrphans logs the rows owed to a destination no route names any more
+// (a route renamed or removed while its messages waited): no lane reads
+// them, so they stay owed until the route is back, and an operator must
+// hear of it.
+func warnOrphans(ctx context.Context, st ledger.Store, dests []outbox.Destination, log *slog.Logger) {
+	rows, err := st.List(ctx, ledger.Pending, orphanScan)
+	if err != nil {
+		log.Warn("cannot look for messages owed to removed routes", "err", err)
+		return
+	}
+	known := map[string]bool{}
+	for _, d := range dests {
+		known[d.Name] = true
+	}
+	orphans := map[string]int{}
+	for _, r := range rows {
+		if !known[r.Destination] {
+			orphans[r.Destination]++
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(orphans)) {
+		log.Warn("messages are owed to a route CONFIG_FILE no longer names; they are posted when the route is back",
+			"route", name, "owed", orphans[name])
+	}
+}
+
+// DryRunRoutes is Routes for a command that posts nothing (ciwebhook
+// route): it needs no SLACK_BOT_TOKEN, so a dry run needs no secret.
+func DryRunRoutes(cfg config.Config, getenv func(string) string) ([]route.Route, error) {
+	return routes(cfg, getenv, false)
 }
 
 // Filters are the notify filters a configuration sets.

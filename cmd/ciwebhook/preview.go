@@ -161,7 +161,7 @@ func decideFromFile(fs *flag.FlagSet, args []string, stderr io.Writer) (dryRun, 
 	if err != nil {
 		return fail("%v", err)
 	}
-	routes, err := ciwebhook.Routes(cfg, getenv)
+	routes, err := ciwebhook.DryRunRoutes(cfg, getenv)
 	if err != nil {
 		return fail("%v", err)
 	}
