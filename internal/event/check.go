@@ -1,7 +1,6 @@
 package event
 
 import (
-	"encoding/json"
 	"strconv"
 	"strings"
 )
@@ -20,7 +19,7 @@ type checkSuitePayload struct {
 
 func summarizeCheckSuite(body []byte) (Summary, error) {
 	var p checkSuitePayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := decode(body, &p); err != nil {
 		return Summary{}, err
 	}
 	s := p.summary()
@@ -89,7 +88,7 @@ type checkRunPayload struct {
 
 func summarizeCheckRun(body []byte) (Summary, error) {
 	var p checkRunPayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := decode(body, &p); err != nil {
 		return Summary{}, err
 	}
 	s := p.summary()

@@ -185,8 +185,9 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		refuse(status, reason, msg)
 		return
 	}
-	// Summarize's decoding is the payload's only JSON validation: it checks
-	// the whole document, as json.Valid would, before it reads a field.
+	// Summarize's decoding is the payload's only JSON validation: a payload
+	// it accepts is valid JSON throughout (as json.Valid would say), and a
+	// payload that is not JSON gets encoding/json's *json.SyntaxError.
 	summary, err := event.Summarize(name, payload, event.Options{NotifyPending: h.opts.NotifyPending})
 	if err != nil {
 		msg := err.Error()
