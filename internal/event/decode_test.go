@@ -3,6 +3,7 @@ package event
 import (
 	stdjson "encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	json "github.com/go-json-experiment/json"
@@ -87,6 +88,10 @@ func TestDecodeSameAsEncodingJSON(t *testing.T) {
 	}
 	for _, s := range decodeSeeds {
 		sameAsEncodingJSON(t, []byte(s))
+	}
+	// Both refuse nesting from 10,000 levels on; neither may accept more.
+	for _, n := range []int{9999, 10000, 10001} {
+		sameAsEncodingJSON(t, []byte(`{"a":`+strings.Repeat("[", n)+strings.Repeat("]", n)+`}`))
 	}
 }
 
