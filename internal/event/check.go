@@ -1,7 +1,6 @@
 package event
 
 import (
-	"encoding/json"
 	"strconv"
 	"strings"
 )
@@ -30,7 +29,7 @@ func SuiteLive(repo string, suiteID int64) string {
 
 func summarizeCheckSuite(body []byte) (Summary, error) {
 	var p checkSuitePayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := decode(body, &p); err != nil {
 		return Summary{}, err
 	}
 	s := p.summary()
@@ -106,7 +105,7 @@ type checkRunPayload struct {
 
 func summarizeCheckRun(body []byte) (Summary, error) {
 	var p checkRunPayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := decode(body, &p); err != nil {
 		return Summary{}, err
 	}
 	s := p.summary()

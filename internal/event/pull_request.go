@@ -1,7 +1,6 @@
 package event
 
 import (
-	"encoding/json"
 	"strconv"
 	"strings"
 )
@@ -31,7 +30,7 @@ type pullRequestPayload struct {
 
 func summarizePullRequest(body []byte) (Summary, error) {
 	var p pullRequestPayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := decode(body, &p); err != nil {
 		return Summary{}, err
 	}
 	s := p.summary()

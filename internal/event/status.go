@@ -1,7 +1,6 @@
 package event
 
 import (
-	"encoding/json"
 	"strings"
 )
 
@@ -24,7 +23,7 @@ type statusPayload struct {
 
 func summarizeStatus(body []byte, opts Options) (Summary, error) {
 	var p statusPayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := decode(body, &p); err != nil {
 		return Summary{}, err
 	}
 	s := Summary{

@@ -30,7 +30,7 @@ type workflowJobPayload struct {
 // own: the run is what a reader wants to hear about, once.
 func summarizeWorkflowJob(body []byte) (Summary, error) {
 	var p workflowJobPayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := decode(body, &p); err != nil {
 		return Summary{}, err
 	}
 	s := p.summary()

@@ -1,7 +1,6 @@
 package event
 
 import (
-	"encoding/json"
 	"path"
 	"strconv"
 	"strings"
@@ -41,7 +40,7 @@ type workflowRunPayload struct {
 
 func summarizeWorkflowRun(body []byte) (Summary, error) {
 	var p workflowRunPayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := decode(body, &p); err != nil {
 		return Summary{}, err
 	}
 	s := p.summary()

@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -130,11 +131,15 @@ type answer struct {
 func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer func() { h.metrics.Processing.Observe(time.Since(start).Seconds()) }()
-	log := h.log.With("remote", r.RemoteAddr)
+	// logCtx is what every line about this delivery says first, as a
+	// logger made With it would (the same keys, in the same order). Such a
+	// logger was made on every delivery, even at LOG_LEVEL=warn where its
+	// one info line is not written: 1.5-2% of a delivery's CPU time.
+	logCtx := []any{"remote", r.RemoteAddr}
 
 	refuse := func(status int, reason, msg string, attrs ...any) {
 		h.metrics.Failures.WithLabelValues(reason).Inc()
-		log.Warn("delivery refused", append([]any{"status", status, "reason", msg}, attrs...)...)
+		h.log.Warn("delivery refused", slices.Concat(logCtx, []any{"status", status, "reason", msg}, attrs)...)
 		writeJSON(w, status, answer{Error: msg})
 	}
 	// First of all, and before the body is read: a refused source costs nothing.
@@ -178,7 +183,7 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, metrics.ReasonHeaders, msg)
 		return
 	}
-	log = log.With("delivery", guid, "event", name)
+	logCtx = append(logCtx, "delivery", guid, "event", name)
 	payload, status, msg := decodeBody(r.Header.Get("Content-Type"), body)
 	if status != 0 {
 		reason := metrics.ReasonPayload
@@ -188,8 +193,9 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		refuse(status, reason, msg)
 		return
 	}
-	// Summarize's decoding is the payload's only JSON validation: it checks
-	// the whole document, as json.Valid would, before it reads a field.
+	// Summarize's decoding is the payload's only JSON validation: a payload
+	// it accepts is valid JSON throughout (as json.Valid would say), and a
+	// payload that is not JSON gets encoding/json's *json.SyntaxError.
 	summary, err := event.Summarize(name, payload, event.Options{NotifyPending: h.opts.NotifyPending})
 	if err != nil {
 		msg := err.Error()
@@ -200,7 +206,7 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.metrics.Deliveries.Inc()
-	log = log.With("action", summary.Action, "repo", summary.Repo)
+	logCtx = append(logCtx, "action", summary.Action, "repo", summary.Repo)
 
 	decision := notify.Decision{State: ledger.Ignored, Reason: "ping"}
 	if name != "ping" {
@@ -266,7 +272,9 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		}
 		a.Status, a.Reason = "ignored", decision.Reason
 	}
-	log.Info("delivery", "status", a.Status, "reason", a.Reason, "duration", time.Since(start))
+	if h.log.Enabled(context.Background(), slog.LevelInfo) {
+		h.log.Info("delivery", append(logCtx, "status", a.Status, "reason", a.Reason, "duration", time.Since(start))...)
+	}
 	writeJSON(w, code, a)
 }
 
