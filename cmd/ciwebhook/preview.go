@@ -69,7 +69,7 @@ nothing is recorded or sent.
 	for _, d := range dry.decision.Destinations {
 		takes[d] = true
 	}
-	subject := routeSubject(s)
+	subject := notify.RouteSubject(&s)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, r := range dry.routes {
 		kind := "webhook"
@@ -179,15 +179,6 @@ func decideFromFile(fs *flag.FlagSet, args []string, stderr io.Writer) (dryRun, 
 		return fail("%v", err)
 	}
 	return dryRun{file: cfg.ConfigFile, routes: routes, summary: s, decision: d}, 0, true
-}
-
-// routeSubject is what routes look at in s, as notify matches them.
-func routeSubject(s event.Summary) routepkg.Subject {
-	kind := ""
-	if s.Note != nil {
-		kind = s.Note.Kind
-	}
-	return routepkg.Subject{Event: kind, Repo: s.Repo, Branches: s.Branches, Workflow: s.Workflow, WorkflowPath: s.WorkflowPath}
 }
 
 // printMessage prints the message as Slack would be sent it: with < and >

@@ -148,6 +148,17 @@ func (p *Policy) Decide(ctx context.Context, s *event.Summary) (Decision, error)
 	return Decision{State: ledger.Pending, Destinations: dests}, nil
 }
 
+// RouteSubject is what routes look at in s. The event is the note's kind
+// (the X-GitHub-Event of every event that has something to say); "" when
+// s has nothing to say.
+func RouteSubject(s *event.Summary) route.Subject {
+	var kind string
+	if s.Note != nil {
+		kind = s.Note.Kind
+	}
+	return route.Subject{Event: kind, Repo: s.Repo, Branches: s.Branches, Workflow: s.Workflow, WorkflowPath: s.WorkflowPath}
+}
+
 // route names the destinations of s's message, or says why there are none.
 // An interim state goes only to channel routes, where it can be updated.
 func (p *Policy) route(s *event.Summary) ([]string, string) {
@@ -155,9 +166,7 @@ func (p *Policy) route(s *event.Summary) ([]string, string) {
 		return []string{""}, ""
 	}
 	var dests []string
-	for _, r := range route.Match(p.f.Routes, route.Subject{
-		Event: s.Note.Kind, Repo: s.Repo, Branches: s.Branches, Workflow: s.Workflow, WorkflowPath: s.WorkflowPath,
-	}) {
+	for _, r := range route.Match(p.f.Routes, RouteSubject(s)) {
 		if !s.Note.Interim || r.Channel != "" {
 			dests = append(dests, r.Name)
 		}

@@ -410,15 +410,9 @@ func (l *lane) postLive(ctx context.Context, log *slog.Logger, n event.Notificat
 			log.Warn("slack: the live message was deleted; posting it anew", "ts", prev.TS)
 		}
 	}
-	var thread string
-	if n.Parent != "" {
-		parent, err := l.w.store.Live(ctx, l.liveKey(n.Parent))
-		switch {
-		case err == nil && parent.Channel == channel:
-			thread = parent.TS
-		case err != nil && !errors.Is(err, ledger.ErrNotFound):
-			return "", err
-		}
+	thread, err := l.parentTS(ctx, n)
+	if err != nil {
+		return "", err
 	}
 	ts, err := chat.PostMessage(ctx, channel, msg, thread)
 	if err != nil {
@@ -453,14 +447,34 @@ func (l *lane) mentionReply(ctx context.Context, n event.Notification, ts string
 	if !ok {
 		return nil
 	}
-	thread := ts
-	if n.Parent != "" {
-		if parent, err := l.w.store.Live(ctx, l.liveKey(n.Parent)); err == nil && parent.Channel == l.dest.Channel {
-			thread = parent.TS
-		}
+	thread, err := l.parentTS(ctx, n)
+	if err != nil {
+		return err
 	}
-	_, err := l.dest.Chat.PostMessage(ctx, l.dest.Channel, reply, thread)
+	if thread == "" {
+		thread = ts
+	}
+	_, err = l.dest.Chat.PostMessage(ctx, l.dest.Channel, reply, thread)
 	return err
+}
+
+// parentTS is the ts of the message n replies under here (its pull
+// request's), or "" when n has no parent or the parent has no message in
+// this destination's channel.
+func (l *lane) parentTS(ctx context.Context, n event.Notification) (string, error) {
+	if n.Parent == "" {
+		return "", nil
+	}
+	parent, err := l.w.store.Live(ctx, l.liveKey(n.Parent))
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", err
+	case parent.Channel != l.dest.Channel:
+		return "", nil
+	}
+	return parent.TS, nil
 }
 
 // keep stores a live message's ts, retrying like an outcome: Slack already
